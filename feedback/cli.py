@@ -1,0 +1,177 @@
+"""The `feedback` command: database, users, projects, tokens, retrains, and `run`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from feedback.config import ConfigError, Settings
+from feedback.db.engine import Database, make_database
+from feedback.db.migrate import upgrade
+from feedback.domain.errors import DomainError, InvalidInput
+from feedback.services import projects, retrain, users
+from feedback.services.seed_files import read_seed_file
+
+ADMIN = users.Principal(user_id=None, role="admin")
+T = TypeVar("T")
+
+
+class Context:
+    """Settings and database, built on first use so `--help` never touches either."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = Settings.from_env()
+            except ConfigError as error:
+                raise click.ClickException(str(error)) from error
+        return self._settings
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = make_database(self.settings.database_url)
+        return self._db
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+@click.group()
+def main() -> None:
+    """Run and administer a feedback service."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(ctx: Context) -> None:
+    """Apply all migrations."""
+    upgrade(ctx.settings.database_url)
+    click.echo("database is up to date")
+
+
+@main.group("users")
+def users_group() -> None:
+    """Users and roles."""
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(users.ROLES), default="labeler", show_default=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--project", "project_slugs", multiple=True, help="Give access to this project (repeatable).")
+@pass_context
+def users_create(ctx: Context, email: str, role: str, password: str, project_slugs: tuple[str, ...]) -> None:
+    """Create a user (argon2id password hash)."""
+    _run(lambda: users.create_user(ctx.db, email, password, role))
+    for slug in project_slugs:
+        _run(lambda slug=slug: projects.add_member(ctx.db, slug, email))  # type: ignore[misc]
+    click.echo(f"created {role} {email}")
+
+
+@main.group("projects")
+def projects_group() -> None:
+    """Projects."""
+
+
+@projects_group.command("create")
+@click.argument("slug")
+@click.option("--labels", required=True, help="Comma-separated label classes, in order.")
+@click.option("--input", "input_kind", type=click.Choice(["text", "features"]), default="text", show_default=True)
+@click.option("--features", default=None, help="Comma-separated feature names (input=features).")
+@click.option("--seed-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV or JSONL with a `label` column/field.")
+@click.option("--threshold", type=float, default=0.8, show_default=True)
+@click.option("--strategy", default="least_confidence", show_default=True)
+@click.option("--audit-rate", type=float, default=0.05, show_default=True)
+@click.option("--overlap", type=int, default=1, show_default=True)
+@click.option("--retrain-after", type=int, default=20, show_default=True, help="New decisions that trigger a retrain.")
+@click.option("--model-spec", default="auto", show_default=True)
+@pass_context
+def projects_create(ctx: Context, slug: str, labels: str, input_kind: str, features: str | None,
+                    seed_data: Path | None, threshold: float, strategy: str, audit_rate: float,
+                    overlap: int, retrain_after: int, model_spec: str) -> None:
+    """Create a project, optionally with seed data (a slice of it becomes holdout)."""
+    spec = projects.ProjectSpec(
+        slug=slug, labels=_split(labels), input_kind=input_kind,
+        features=_split(features) if features else None, threshold=threshold, strategy=strategy,
+        audit_rate=audit_rate, overlap=overlap, retrain_min_decisions=retrain_after, model_spec=model_spec,
+    )
+    seed = _run(lambda: read_seed_file(seed_data, input_kind, spec.features)) if seed_data else []
+    _run(lambda: projects.create_project(ctx.db, spec, seed))
+    click.echo(f"created project {slug} with {len(seed)} seed examples")
+
+
+@main.group("tokens")
+def tokens_group() -> None:
+    """API tokens."""
+
+
+@tokens_group.command("create")
+@click.option("--project", "project_slug", default=None, help="A service token for this project.")
+@click.option("--user", "email", default=None, help="A personal token for this user.")
+@click.option("--name", default="cli", show_default=True)
+@pass_context
+def tokens_create(ctx: Context, project_slug: str | None, email: str | None, name: str) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    click.echo(_run(lambda: users.create_token(ctx.db, name, project_slug, email)))
+
+
+@main.command("retrain")
+@click.argument("slug")
+@click.option("--wait", is_flag=True, help="Wait until a worker finishes the run.")
+@click.option("--timeout", type=float, default=1800.0, show_default=True)
+@pass_context
+def retrain_command(ctx: Context, slug: str, wait: bool, timeout: float) -> None:
+    """Request a retrain; the next beat tick hands it to a worker."""
+    run_id = _run(lambda: retrain.request_retrain(ctx.db, ADMIN, slug))
+    click.echo(f"run {run_id} requested")
+    deadline = time.monotonic() + timeout
+    while wait:
+        run = retrain.run_status(ctx.db, ADMIN, slug, run_id)
+        if run.status not in retrain.ACTIVE:
+            click.echo(f"run {run_id} {run.status}{': ' + run.error if run.error else ''}")
+            sys.exit(0 if run.status in ("succeeded", "rejected") else 1)
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"run {run_id} still {run.status} after {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+@main.command("run")
+@click.option("--no-demo", is_flag=True, help="Do not create the digits demo project.")
+@pass_context
+def run_command(ctx: Context, no_demo: bool) -> None:
+    """Migrate, create the demo, and run web + worker + beat until Ctrl-C."""
+    from feedback.runner import run_all
+
+    sys.exit(run_all(ctx.settings, ctx.db, demo=not no_demo))
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _run(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except InvalidInput as error:
+        lines = [error.message, *(f"  {d.field}: {d.message}" + (f" (row {d.index})" if d.index is not None else "")
+                                  for d in error.details)]
+        raise click.ClickException("\n".join(lines)) from error
+    except DomainError as error:
+        raise click.ClickException(error.message) from error

@@ -1,0 +1,38 @@
+"""The outbox: work recorded in the database, handed to the workers after commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from feedback.db.clock import utcnow
+from feedback.db.engine import Database
+from feedback.db.models import OutboxMessage
+
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+
+
+def pending(db: Database, limit: int = BATCH) -> list[Message]:
+    """Messages not yet handed to the broker, oldest first."""
+    with db.read() as session:
+        rows = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None)).order_by(OutboxMessage.id).limit(limit)
+        )
+        return [Message(row.id, row.kind, dict(row.payload)) for row in rows]
+
+
+def mark_dispatched(db: Database, ids: list[int]) -> None:
+    """Record that these messages reached the broker."""
+    if not ids:
+        return
+    with db.transaction() as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(dispatched_at=utcnow()))

@@ -1,0 +1,1 @@
+"""Celery: the app factory and the tasks (thin adapters over feedback.services)."""

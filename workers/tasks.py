@@ -1,0 +1,70 @@
+"""Tasks take ids, re-check the world in the database, and are safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from feedback.config import Settings
+from feedback.db.engine import Database, make_database
+from feedback.services import models, outbox, retrain
+
+log = logging.getLogger(__name__)
+_databases: dict[int, Database] = {}
+
+
+def database(app: Celery) -> Database:
+    """This process's database handle (engines are never shared across a fork)."""
+    pid = os.getpid()
+    if pid not in _databases:
+        settings: Settings = app.feedback_settings  # type: ignore[attr-defined]
+        _databases[pid] = make_database(settings.database_url)
+    return _databases[pid]
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    """Drop connections inherited from the parent process."""
+    for pid, db in list(_databases.items()):
+        if pid != os.getpid():
+            db.engine.dispose(close=False)
+            del _databases[pid]
+
+
+def register(app: Celery) -> None:
+    """Define the tasks on this app (explicit app, module-namespaced names)."""
+
+    @app.task(name="workers.tasks.tick", ignore_result=True)
+    def tick() -> int:
+        """Request due retrains, then hand the outbox to the broker; return how many sent."""
+        db = database(app)
+        retrain.schedule_due(db)
+        messages = outbox.pending(db)
+        sent = []
+        for message in messages:
+            task = KINDS.get(message.kind)
+            if task is not None:
+                app.send_task(task, kwargs=message.payload)
+            sent.append(message.id)
+        outbox.mark_dispatched(db, sent)
+        return len(sent)
+
+    @app.task(name="workers.tasks.retrain", ignore_result=True, acks_late=True)
+    def run_retrain(run_id: int) -> str:
+        """Run one retrain (a second delivery of the same run does nothing)."""
+        settings: Settings = app.feedback_settings  # type: ignore[attr-defined]
+        status = retrain.execute_retrain(database(app), settings, run_id)
+        log.info("retrain run %s ended %s", run_id, status)
+        return status
+
+    @app.task(name="workers.tasks.rescore", ignore_result=True, acks_late=True)
+    def rescore(project_id: int) -> int:
+        """Re-score the waiting queue with the project's champion."""
+        return models.rescore_queue(database(app), project_id)
+
+
+KINDS = {"retrain": "workers.tasks.retrain", "rescore": "workers.tasks.rescore"}
