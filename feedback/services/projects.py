@@ -39,6 +39,11 @@ class ProjectSpec:
     retrain_min_decisions: int = 20
     retrain_interval_seconds: int | None = None
     model_spec: str = "auto"
+    show_prediction: bool = False
+    promotion_metric: str = "macro_f1"
+    promotion_min_gain: float = 0.0
+    promotion_min_holdout: int = 20
+    promotion_class_tolerance: float = 0.10
     holdout_share: float = 0.25
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -64,6 +69,8 @@ def spec_problems(spec: ProjectSpec) -> list[F]:
         problems.append(F("audit_rate", "must be between 0 and 1"))
     if spec.overlap < 1:
         problems.append(F("overlap", "must be at least 1"))
+    if spec.promotion_metric not in ("macro_f1", "accuracy", "log_loss"):
+        problems.append(F("promotion_metric", "must be macro_f1, accuracy or log_loss"))
     if spec.model_spec not in BUILTIN_SPECS and ":" not in spec.model_spec:
         problems.append(F("model_spec", "a built-in name or 'package.module:function'"))
     return problems
