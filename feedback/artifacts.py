@@ -20,9 +20,11 @@ import skops.io as sio
 log = logging.getLogger(__name__)
 
 # Types skops does not trust by default but that the built-in pipelines contain.
-EXTRA_TRUSTED_TYPES = frozenset({
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-})
+EXTRA_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
 
 
 class ArtifactError(Exception):

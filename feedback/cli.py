@@ -74,9 +74,13 @@ def users_group() -> None:
 @click.argument("email")
 @click.option("--role", type=click.Choice(users.ROLES), default="labeler", show_default=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--project", "project_slugs", multiple=True, help="Give access to this project (repeatable).")
+@click.option(
+    "--project", "project_slugs", multiple=True, help="Give access to this project (repeatable)."
+)
 @pass_context
-def users_create(ctx: Context, email: str, role: str, password: str, project_slugs: tuple[str, ...]) -> None:
+def users_create(
+    ctx: Context, email: str, role: str, password: str, project_slugs: tuple[str, ...]
+) -> None:
     """Create a user (argon2id password hash)."""
     _run(lambda: users.create_user(ctx.db, email, password, role))
     for slug in project_slugs:
@@ -92,25 +96,59 @@ def projects_group() -> None:
 @projects_group.command("create")
 @click.argument("slug")
 @click.option("--labels", required=True, help="Comma-separated label classes, in order.")
-@click.option("--input", "input_kind", type=click.Choice(["text", "features"]), default="text", show_default=True)
+@click.option(
+    "--input",
+    "input_kind",
+    type=click.Choice(["text", "features"]),
+    default="text",
+    show_default=True,
+)
 @click.option("--features", default=None, help="Comma-separated feature names (input=features).")
-@click.option("--seed-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="CSV or JSONL with a `label` column/field.")
+@click.option(
+    "--seed-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV or JSONL with a `label` column/field.",
+)
 @click.option("--threshold", type=float, default=0.8, show_default=True)
 @click.option("--strategy", default="least_confidence", show_default=True)
 @click.option("--audit-rate", type=float, default=0.05, show_default=True)
 @click.option("--overlap", type=int, default=1, show_default=True)
-@click.option("--retrain-after", type=int, default=20, show_default=True, help="New decisions that trigger a retrain.")
+@click.option(
+    "--retrain-after",
+    type=int,
+    default=20,
+    show_default=True,
+    help="New decisions that trigger a retrain.",
+)
 @click.option("--model-spec", default="auto", show_default=True)
 @pass_context
-def projects_create(ctx: Context, slug: str, labels: str, input_kind: str, features: str | None,
-                    seed_data: Path | None, threshold: float, strategy: str, audit_rate: float,
-                    overlap: int, retrain_after: int, model_spec: str) -> None:
+def projects_create(
+    ctx: Context,
+    slug: str,
+    labels: str,
+    input_kind: str,
+    features: str | None,
+    seed_data: Path | None,
+    threshold: float,
+    strategy: str,
+    audit_rate: float,
+    overlap: int,
+    retrain_after: int,
+    model_spec: str,
+) -> None:
     """Create a project, optionally with seed data (a slice of it becomes holdout)."""
     spec = projects.ProjectSpec(
-        slug=slug, labels=_split(labels), input_kind=input_kind,
-        features=_split(features) if features else None, threshold=threshold, strategy=strategy,
-        audit_rate=audit_rate, overlap=overlap, retrain_min_decisions=retrain_after, model_spec=model_spec,
+        slug=slug,
+        labels=_split(labels),
+        input_kind=input_kind,
+        features=_split(features) if features else None,
+        threshold=threshold,
+        strategy=strategy,
+        audit_rate=audit_rate,
+        overlap=overlap,
+        retrain_min_decisions=retrain_after,
+        model_spec=model_spec,
     )
     seed = _run(lambda: read_seed_file(seed_data, input_kind, spec.features)) if seed_data else []
     _run(lambda: projects.create_project(ctx.db, spec, seed))
@@ -170,8 +208,13 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except InvalidInput as error:
-        lines = [error.message, *(f"  {d.field}: {d.message}" + (f" (row {d.index})" if d.index is not None else "")
-                                  for d in error.details)]
+        lines = [
+            error.message,
+            *(
+                f"  {d.field}: {d.message}" + (f" (row {d.index})" if d.index is not None else "")
+                for d in error.details
+            ),
+        ]
         raise click.ClickException("\n".join(lines)) from error
     except DomainError as error:
         raise click.ClickException(error.message) from error

@@ -62,7 +62,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `FEEDBACK_*` variables with safe defaults for the embedded setting."""
+        """Build settings from `FEEDBACK_*` variables, with safe embedded defaults."""
         env = dict(os.environ if environ is None else environ)
         instance = Path(env.get("FEEDBACK_INSTANCE_PATH", "instance")).resolve()
         mode = env.get("FEEDBACK_ENV", "development")
@@ -86,9 +86,12 @@ class Settings:
 def _secret_key(given: str | None, mode: str, instance: Path) -> str:
     """Use the given key; in production refuse a weak one, elsewhere generate one once."""
     if given is not None:
-        if mode == "production" and (given.lower() in WEAK_SECRETS or len(given) < MIN_SECRET_LENGTH):
+        if mode == "production" and (
+            given.lower() in WEAK_SECRETS or len(given) < MIN_SECRET_LENGTH
+        ):
             raise ConfigError(
-                f"FEEDBACK_SECRET_KEY is too weak: use at least {MIN_SECRET_LENGTH} random characters"
+                "FEEDBACK_SECRET_KEY is too weak: "
+                f"use at least {MIN_SECRET_LENGTH} random characters"
             )
         return given
     if mode == "production":

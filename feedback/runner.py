@@ -24,15 +24,17 @@ STOP_GRACE_SECONDS = 15.0
 def child_environment(settings: Settings) -> dict[str, str]:
     """The variables that make every child process see the same settings as this one."""
     env = dict(os.environ)
-    env.update({
-        "FEEDBACK_INSTANCE_PATH": str(settings.instance_path),
-        "FEEDBACK_DATABASE_URL": settings.database_url,
-        "FEEDBACK_BROKER_URL": settings.broker_url,
-        "FEEDBACK_TICK_SECONDS": str(settings.tick_seconds),
-        "FEEDBACK_ENV": settings.env,
-        "PORT": str(settings.port),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "FEEDBACK_INSTANCE_PATH": str(settings.instance_path),
+            "FEEDBACK_DATABASE_URL": settings.database_url,
+            "FEEDBACK_BROKER_URL": settings.broker_url,
+            "FEEDBACK_TICK_SECONDS": str(settings.tick_seconds),
+            "FEEDBACK_ENV": settings.env,
+            "PORT": str(settings.port),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -40,10 +42,31 @@ def commands(settings: Settings) -> dict[str, list[str]]:
     """The three processes of the embedded setting."""
     python = sys.executable
     return {
-        "web": [python, "-m", "gunicorn", "--bind", f"{settings.host}:{settings.port}", "--workers", "2",
-                "--threads", "4", "--graceful-timeout", "10", "--access-logfile", "-",
-                "feedback.web:create_app_from_env()"],
-        "worker": [python, "-m", "workers", "worker", "--concurrency=1", "--without-mingle", "--without-gossip"],
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{settings.host}:{settings.port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--graceful-timeout",
+            "10",
+            "--access-logfile",
+            "-",
+            "feedback.web:create_app_from_env()",
+        ],
+        "worker": [
+            python,
+            "-m",
+            "workers",
+            "worker",
+            "--concurrency=1",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         "beat": [python, "-m", "workers", "beat"],
     }
 
@@ -58,7 +81,9 @@ def run_all(settings: Settings, db: Database, demo: bool = True) -> int:
         click.echo(f"  admin:   {credentials.admin_email} / {credentials.admin_password}")
         click.echo(f"  labeler: {credentials.labeler_email} / {credentials.labeler_password}")
     db.dispose()
-    click.echo(f"feedback is starting on http://{settings.host}:{settings.port}  (Ctrl-C stops everything)")
+    click.echo(
+        f"feedback is starting on http://{settings.host}:{settings.port}  (Ctrl-C stops everything)"
+    )
     env = child_environment(settings)
     children = {name: subprocess.Popen(argv, env=env) for name, argv in commands(settings).items()}
     return _supervise(children)

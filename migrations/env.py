@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from feedback.config import Settings
-from feedback.db.base import Base
 from feedback.db import models  # noqa: F401  (registers the tables)
+from feedback.db.base import Base
 from feedback.db.engine import make_engine
 
 config = context.config

@@ -13,7 +13,9 @@ def main(argv: list[str]) -> None:
     app = make_celery(settings)
     command, *rest = argv or ["worker"]
     if command == "worker":
-        app.worker_main(["worker", "--loglevel=INFO", f"--queues={DEFAULT_QUEUE},{TRAINING_QUEUE}", *rest])
+        app.worker_main(
+            ["worker", "--loglevel=INFO", f"--queues={DEFAULT_QUEUE},{TRAINING_QUEUE}", *rest]
+        )
     elif command == "beat":
         schedule = str(settings.instance_path / "celerybeat-schedule")
         app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *rest])

@@ -20,18 +20,25 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
-        task_ignore_result=True,               # state lives in the database, not a result backend
+        task_ignore_result=True,  # state lives in the database, not a result backend
         task_default_queue=DEFAULT_QUEUE,
-        task_routes={"workers.tasks.retrain": {"queue": TRAINING_QUEUE},
-                     "workers.tasks.rescore": {"queue": TRAINING_QUEUE}},
-        task_acks_late=True,                   # a task lost with its worker is redelivered
+        task_routes={
+            "workers.tasks.retrain": {"queue": TRAINING_QUEUE},
+            "workers.tasks.rescore": {"queue": TRAINING_QUEUE},
+        },
+        task_acks_late=True,  # a task lost with its worker is redelivered
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,          # one long training task at a time per process
-        worker_max_tasks_per_child=50,         # bound memory growth from many fitted models
+        worker_prefetch_multiplier=1,  # one long training task at a time per process
+        worker_max_tasks_per_child=50,  # bound memory growth from many fitted models
         task_soft_time_limit=settings.retrain_soft_time_limit,
         task_time_limit=settings.retrain_soft_time_limit + 120,
         worker_hijack_root_logger=False,
-        beat_schedule={"tick": {"task": "workers.tasks.tick", "schedule": timedelta(seconds=settings.tick_seconds)}},
+        beat_schedule={
+            "tick": {
+                "task": "workers.tasks.tick",
+                "schedule": timedelta(seconds=settings.tick_seconds),
+            }
+        },
         timezone="UTC",
     )
     app.feedback_settings = settings  # type: ignore[attr-defined]

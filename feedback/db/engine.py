@@ -61,7 +61,9 @@ def make_engine(url: str, foreign_keys: bool = True, **options: Any) -> Engine:
     cascade deletes into the tables that point at them.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options
+        )
         _tune_sqlite(engine, foreign_keys)
         return engine
     if url.startswith("postgresql://"):

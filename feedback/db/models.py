@@ -97,7 +97,9 @@ class Project(Base):
 class Membership(Base):
     __tablename__ = "memberships"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     project_id: Mapped[int] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
     )
@@ -231,7 +233,9 @@ class RetrainRun(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     status: Mapped[str] = mapped_column(String(10))
     trigger: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(16), nullable=True)

@@ -31,7 +31,9 @@ def evaluate(model: Any, inputs: Any, truth: Sequence[str], labels: Sequence[str
     per_class = f1_score(truth, predicted, labels=list(labels), average=None, zero_division=0.0)
     metrics = {
         "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0.0)),
+        "macro_f1": float(
+            f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0.0)
+        ),
         "log_loss": float(log_loss(truth, np.clip(probabilities, 1e-15, 1.0), labels=list(labels))),
     }
     return Scores(metrics=metrics, per_class=dict(zip(labels, map(float, per_class), strict=True)))

@@ -26,15 +26,19 @@ def build_pipeline(spec: str, input_kind: str) -> Pipeline:
     if spec == "auto":
         spec = "text-logreg" if input_kind == "text" else "features-logreg"
     if spec == "text-logreg":
-        return Pipeline([
-            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)),
-            ("model", LogisticRegression(max_iter=1000, random_state=SEED)),
-        ])
+        return Pipeline(
+            [
+                ("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)),
+                ("model", LogisticRegression(max_iter=1000, random_state=SEED)),
+            ]
+        )
     if spec == "features-logreg":
-        return Pipeline([
-            ("scale", StandardScaler()),
-            ("model", LogisticRegression(max_iter=2000, random_state=SEED)),
-        ])
+        return Pipeline(
+            [
+                ("scale", StandardScaler()),
+                ("model", LogisticRegression(max_iter=2000, random_state=SEED)),
+            ]
+        )
     if spec == "features-hgb":
         return Pipeline([("model", HistGradientBoostingClassifier(random_state=SEED))])
     return _from_factory(spec)

@@ -51,7 +51,9 @@ def decide(
     policy: PromotionPolicy,
 ) -> PromotionDecision:
     """Promote only when every rule of the policy holds; give every reason either way."""
-    problems = _blocking_problems(candidate, baseline, champion, holdout_size, missing_classes, policy)
+    problems = _blocking_problems(
+        candidate, baseline, champion, holdout_size, missing_classes, policy
+    )
     if problems:
         return PromotionDecision(False, tuple(problems))
     value = candidate.metrics[policy.metric]
@@ -81,7 +83,9 @@ def _blocking_problems(
     if missing_classes:
         problems.append(f"classes missing from training: {', '.join(missing_classes)}")
     if gain(metric, value, baseline.metrics[metric]) <= 0:
-        problems.append(f"{metric} {value:.4f} does not beat baseline {baseline.metrics[metric]:.4f}")
+        problems.append(
+            f"{metric} {value:.4f} does not beat baseline {baseline.metrics[metric]:.4f}"
+        )
     if champion is not None:
         problems.extend(_champion_problems(candidate, champion, policy))
     return problems
@@ -93,7 +97,8 @@ def _champion_problems(candidate: Scores, champion: Scores, policy: PromotionPol
     problems = []
     if not math.isnan(reference) and gain(metric, value, reference) <= policy.min_gain:
         problems.append(
-            f"{metric} {value:.4f} does not beat champion {reference:.4f} by more than {policy.min_gain}"
+            f"{metric} {value:.4f} does not beat champion {reference:.4f} "
+            f"by more than {policy.min_gain}"
         )
     worse = [
         label
@@ -101,5 +106,7 @@ def _champion_problems(candidate: Scores, champion: Scores, policy: PromotionPol
         if candidate.per_class.get(label, 0.0) < f1 - policy.class_tolerance
     ]
     if worse:
-        problems.append(f"classes worse than the champion by over {policy.class_tolerance}: {', '.join(worse)}")
+        problems.append(
+            f"classes worse than the champion by over {policy.class_tolerance}: {', '.join(worse)}"
+        )
     return problems

@@ -20,7 +20,7 @@ class Strategy(StrEnum):
 def least_confidence(probabilities: Probabilities) -> NDArray[np.float64]:
     """Score one minus the top probability, rescaled so a uniform guess scores 1."""
     k = probabilities.shape[1]
-    return (1.0 - probabilities.max(axis=1)) * k / max(k - 1, 1)
+    return np.asarray((1.0 - probabilities.max(axis=1)) * k / max(k - 1, 1))
 
 
 def margin(probabilities: Probabilities) -> NDArray[np.float64]:

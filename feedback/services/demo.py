@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -69,11 +70,18 @@ def _create(db: Database, settings: Settings, credentials: Credentials) -> None:
     _ensure_user(db, credentials.admin_email, credentials.admin_password, "admin")
     _ensure_user(db, credentials.labeler_email, credentials.labeler_password, "labeler")
     spec = projects.ProjectSpec(
-        slug=SLUG, name="Handwritten digits (demo)", labels=[str(d) for d in range(10)],
-        input_kind="features", features=list(digits.feature_names), threshold=0.9,
-        retrain_min_decisions=20, holdout_share=SEED_HOLDOUT / (SEED_TRAIN + SEED_HOLDOUT),
+        slug=SLUG,
+        name="Handwritten digits (demo)",
+        labels=[str(d) for d in range(10)],
+        input_kind="features",
+        features=list(digits.feature_names),
+        threshold=0.9,
+        retrain_min_decisions=20,
+        holdout_share=SEED_HOLDOUT / (SEED_TRAIN + SEED_HOLDOUT),
     )
-    seed = [Example({"features": digits.data[i].tolist()}, str(digits.target[i])) for i in seed_rows]
+    seed = [
+        Example({"features": digits.data[i].tolist()}, str(digits.target[i])) for i in seed_rows
+    ]
     projects.create_project(db, spec, seed)
     projects.add_member(db, SLUG, credentials.labeler_email)
     run = retrain.request_retrain(db, SYSTEM, SLUG, trigger="seed")
@@ -82,10 +90,8 @@ def _create(db: Database, settings: Settings, credentials: Credentials) -> None:
 
 
 def _ensure_user(db: Database, email: str, password: str, role: str) -> None:
-    try:
+    with contextlib.suppress(Conflict):  # made by an earlier, interrupted first run
         users.create_user(db, email, password, role)
-    except Conflict:
-        pass
 
 
 def post_pool(db: Database, pool: list[tuple[str, np.ndarray]]) -> None:
@@ -97,8 +103,10 @@ def post_pool(db: Database, pool: list[tuple[str, np.ndarray]]) -> None:
     probabilities = predict_probabilities(champion, project, inputs)
     items: list[dict[str, Any]] = [
         {
-            "external_id": external_id, "input": {"features": row.tolist()},
-            "probabilities": _rounded(project.labels, p), "model_version": str(champion.version),
+            "external_id": external_id,
+            "input": {"features": row.tolist()},
+            "probabilities": _rounded(project.labels, p),
+            "model_version": str(champion.version),
             "display": {"image": digit_png(row)},
         }
         for (external_id, row), p in zip(pool, probabilities, strict=True)
@@ -116,7 +124,9 @@ def digit_png(pixels: np.ndarray) -> str:
     raw = b"".join(b"\x00" + bytes(row) for row in values)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")

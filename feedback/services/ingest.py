@@ -39,7 +39,9 @@ class Accepted:
     display: dict[str, Any] | None
 
 
-def submit_predictions(db: Database, principal: Principal, slug: str, raw: Sequence[Any]) -> list[ItemResult]:
+def submit_predictions(
+    db: Database, principal: Principal, slug: str, raw: Sequence[Any]
+) -> list[ItemResult]:
     """Validate every prediction, then store and route them in one transaction.
 
     Raises:
@@ -72,33 +74,53 @@ def validate_predictions(project: Project, raw: Sequence[Any]) -> list[Accepted]
         if normalised is not None and not item_problems:
             accepted.append(normalised)
     if problems:
-        raise InvalidInput(f"{len({p.index for p in problems})} of {len(raw)} items are not valid", problems)
+        raise InvalidInput(
+            f"{len({p.index for p in problems})} of {len(raw)} items are not valid", problems
+        )
     return accepted
 
 
 def _pydantic_problems(error: ValidationError, index: int) -> list[FieldError]:
     return [
-        FieldError(field=".".join(str(part) for part in e["loc"]) or "item", message=e["msg"], index=index)
+        FieldError(
+            field=".".join(str(part) for part in e["loc"]) or "item", message=e["msg"], index=index
+        )
         for e in error.errors()
     ]
 
 
-def _project_problems(project: Project, item: PredictionIn, index: int) -> tuple[list[FieldError], Accepted | None]:
-    problems = [FieldError(f, m, index) for f, m in probability_problems(project.labels, item.probabilities)]
+def _project_problems(
+    project: Project, item: PredictionIn, index: int
+) -> tuple[list[FieldError], Accepted | None]:
+    problems = [
+        FieldError(f, m, index) for f, m in probability_problems(project.labels, item.probabilities)
+    ]
     normalised_input, input_problem = normalise_input(project, item.input)
     if input_problem:
         problems.append(FieldError("input", input_problem, index))
     if problems or normalised_input is None:
         return problems, None
     probabilities = [float(item.probabilities[label]) for label in project.labels]
-    return [], Accepted(item.external_id, normalised_input, probabilities, item.model_version, item.display)
+    return [], Accepted(
+        item.external_id, normalised_input, probabilities, item.model_version, item.display
+    )
 
 
-def probability_problems(labels: Sequence[str], probabilities: dict[str, float]) -> list[tuple[str, str]]:
+def probability_problems(
+    labels: Sequence[str], probabilities: dict[str, float]
+) -> list[tuple[str, str]]:
     """Check probabilities name exactly the labels, are finite, in [0, 1] and sum to 1."""
     if set(probabilities) != set(labels):
-        missing, extra = sorted(set(labels) - set(probabilities)), sorted(set(probabilities) - set(labels))
-        return [("probabilities", f"must name exactly the project's labels (missing {missing}, unknown {extra})")]
+        missing, extra = (
+            sorted(set(labels) - set(probabilities)),
+            sorted(set(probabilities) - set(labels)),
+        )
+        return [
+            (
+                "probabilities",
+                f"must name exactly the project's labels (missing {missing}, unknown {extra})",
+            )
+        ]
     values = list(probabilities.values())
     if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
         return [("probabilities", "every probability must be a finite number in [0, 1]")]
@@ -107,7 +129,9 @@ def probability_problems(labels: Sequence[str], probabilities: dict[str, float])
     return []
 
 
-def normalise_input(project: Project, given: TextInput | FeaturesInput) -> tuple[dict[str, Any] | None, str]:
+def normalise_input(
+    project: Project, given: TextInput | FeaturesInput
+) -> tuple[dict[str, Any] | None, str]:
     """Return the input in stored form (text, or features in declared order), or a problem."""
     if project.input_kind == "text":
         if not isinstance(given, TextInput):
@@ -128,7 +152,9 @@ def normalise_input(project: Project, given: TextInput | FeaturesInput) -> tuple
     return {"features": [float(v) for v in values]}, ""
 
 
-def store_predictions(session: Session, project: Project, accepted: Sequence[Accepted]) -> list[ItemResult]:
+def store_predictions(
+    session: Session, project: Project, accepted: Sequence[Accepted]
+) -> list[ItemResult]:
     """Insert new items with their route; report existing external ids as duplicates."""
     existing = _existing(session, project.id, [a.external_id for a in accepted])
     fresh: dict[str, Accepted] = {}
@@ -137,9 +163,11 @@ def store_predictions(session: Session, project: Project, accepted: Sequence[Acc
             fresh.setdefault(item.external_id, item)
     rows = _routed_rows(project, list(fresh.values()))
     if rows:
-        returned = session.execute(
-            insert(Item).returning(Item.id, sort_by_parameter_order=True), rows
-        ).scalars().all()
+        returned = (
+            session.execute(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows)
+            .scalars()
+            .all()
+        )
         for row, item_id in zip(rows, returned, strict=True):
             row["id"] = item_id
     known = {**existing, **{row["external_id"]: row for row in rows}}
@@ -147,15 +175,23 @@ def store_predictions(session: Session, project: Project, accepted: Sequence[Acc
     results = []
     for item in accepted:  # request order; a repeat within one request is a duplicate too
         row = known[item.external_id]
-        results.append(ItemResult(
-            external_id=item.external_id, id=row["id"], route=row["route"],
-            uncertainty=row["uncertainty"], status=row["status"], duplicate=item.external_id in seen,
-        ))
+        results.append(
+            ItemResult(
+                external_id=item.external_id,
+                id=row["id"],
+                route=row["route"],
+                uncertainty=row["uncertainty"],
+                status=row["status"],
+                duplicate=item.external_id in seen,
+            )
+        )
         seen.add(item.external_id)
     return results
 
 
-def _existing(session: Session, project_id: int, external_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _existing(
+    session: Session, project_id: int, external_ids: list[str]
+) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(external_ids), 500):
         chunk = external_ids[start : start + 500]
@@ -175,13 +211,20 @@ def _routed_rows(project: Project, items: list[Accepted]) -> list[dict[str, Any]
     rows = []
     for item, score in zip(items, scores, strict=True):
         route = routing.route(float(score), project.threshold, project.audit_rate, _rng.random())
-        rows.append({
-            "project_id": project.id, "external_id": item.external_id, "input": item.input,
-            "display": item.display, "model_version": item.model_version,
-            "probabilities": dict(zip(project.labels, item.probabilities, strict=True)),
-            "uncertainty": float(score), "route": route.value,
-            "priority": AUDIT_PRIORITY if route is routing.Route.AUDIT else float(score),
-            "status": "auto" if route is routing.Route.AUTO else "queued",
-            "is_holdout": route is routing.Route.AUDIT, "fence": 0,
-        })
+        rows.append(
+            {
+                "project_id": project.id,
+                "external_id": item.external_id,
+                "input": item.input,
+                "display": item.display,
+                "model_version": item.model_version,
+                "probabilities": dict(zip(project.labels, item.probabilities, strict=True)),
+                "uncertainty": float(score),
+                "route": route.value,
+                "priority": AUDIT_PRIORITY if route is routing.Route.AUDIT else float(score),
+                "status": "auto" if route is routing.Route.AUTO else "queued",
+                "is_holdout": route is routing.Route.AUDIT,
+                "fence": 0,
+            }
+        )
     return rows

@@ -6,6 +6,7 @@ import platform
 import threading
 from collections import OrderedDict
 from importlib import metadata
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,13 +61,22 @@ def champion_metadata(db: Database, principal: Principal, slug: str) -> dict[str
 def describe(version: ModelVersion) -> dict[str, Any]:
     """The public description of a model version."""
     return {
-        "version": version.version, "created_at": version.created_at.isoformat() + "Z",
-        "spec": version.spec, "metrics": version.metrics, "per_class": version.per_class,
-        "baseline_metrics": version.baseline_metrics, "champion_metrics": version.champion_metrics,
-        "decision": version.decision, "reason": version.reason, "train_size": version.train_size,
-        "holdout_size": version.holdout_size, "watermark": version.watermark,
-        "snapshot_digest": version.snapshot_digest, "sha256": version.sha256,
-        "library_versions": version.library_versions, "timings": version.timings,
+        "version": version.version,
+        "created_at": version.created_at.isoformat() + "Z",
+        "spec": version.spec,
+        "metrics": version.metrics,
+        "per_class": version.per_class,
+        "baseline_metrics": version.baseline_metrics,
+        "champion_metrics": version.champion_metrics,
+        "decision": version.decision,
+        "reason": version.reason,
+        "train_size": version.train_size,
+        "holdout_size": version.holdout_size,
+        "watermark": version.watermark,
+        "snapshot_digest": version.snapshot_digest,
+        "sha256": version.sha256,
+        "library_versions": version.library_versions,
+        "timings": version.timings,
     }
 
 
@@ -110,23 +120,31 @@ def rescore_queue(db: Database, project_id: int) -> int:
         done, after = done + len(rows), rows[-1].id
 
 
-def _write_scores(db: Database, project: Project, version: ModelVersion, rows: list[Any]) -> None:
+def _write_scores(
+    db: Database, project: Project, version: ModelVersion, rows: Sequence[Any]
+) -> None:
     probabilities = predict_probabilities(version, project, [r.input for r in rows])
     scores = uncertainty.score(project.strategy, probabilities)
     params = [
         {
-            "b_id": row.id, "b_unc": float(score),
+            "b_id": row.id,
+            "b_unc": float(score),
             "b_pri": AUDIT_PRIORITY if row.route == "audit" else float(score),
             "b_probs": dict(zip(project.labels, map(float, probs), strict=True)),
             "b_ver": str(version.version),
         }
         for row, score, probs in zip(rows, scores, probabilities, strict=True)
     ]
+    items = Item.__table__
     statement = (
-        update(Item.__table__)
-        .where(Item.__table__.c.id == bindparam("b_id"), Item.__table__.c.status == "queued")
-        .values(uncertainty=bindparam("b_unc"), priority=bindparam("b_pri"),
-                probabilities=bindparam("b_probs"), model_version=bindparam("b_ver"))
+        update(items)  # type: ignore[arg-type]
+        .where(items.c.id == bindparam("b_id"), items.c.status == "queued")
+        .values(
+            uncertainty=bindparam("b_unc"),
+            priority=bindparam("b_pri"),
+            probabilities=bindparam("b_probs"),
+            model_version=bindparam("b_ver"),
+        )
     )
     with db.transaction() as session:
         session.execute(statement, params)

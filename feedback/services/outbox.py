@@ -25,7 +25,10 @@ def pending(db: Database, limit: int = BATCH) -> list[Message]:
     """Messages not yet handed to the broker, oldest first."""
     with db.read() as session:
         rows = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None)).order_by(OutboxMessage.id).limit(limit)
+            select(OutboxMessage)
+            .where(OutboxMessage.dispatched_at.is_(None))
+            .order_by(OutboxMessage.id)
+            .limit(limit)
         )
         return [Message(row.id, row.kind, dict(row.payload)) for row in rows]
 
@@ -35,4 +38,6 @@ def mark_dispatched(db: Database, ids: list[int]) -> None:
     if not ids:
         return
     with db.transaction() as session:
-        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(dispatched_at=utcnow()))
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(dispatched_at=utcnow())
+        )

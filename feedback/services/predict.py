@@ -19,7 +19,9 @@ from feedback.services.users import Principal
 _inputs = TypeAdapter(PredictInputIn)
 
 
-def predict_and_route(db: Database, principal: Principal, slug: str, raw: Sequence[Any]) -> dict[str, Any]:
+def predict_and_route(
+    db: Database, principal: Principal, slug: str, raw: Sequence[Any]
+) -> dict[str, Any]:
     """Predict every input with the champion, store and route them; all or nothing.
 
     Raises:
@@ -30,30 +32,39 @@ def predict_and_route(db: Database, principal: Principal, slug: str, raw: Sequen
         project = visible_project(session, principal, slug)
         version = session.get(ModelVersion, project.champion_id) if project.champion_id else None
         if version is None:
-            raise Unavailable(f"project '{slug}' has no champion model yet; add seed data and retrain")
+            raise Unavailable(
+                f"project '{slug}' has no champion model yet; add seed data and retrain"
+            )
         parsed = _validate(project, raw)
         probabilities = predict_probabilities(version, project, [p[1] for p in parsed])
         accepted = [
-            Accepted(p[0].external_id, p[1], [float(x) for x in row], str(version.version), p[0].display)
+            Accepted(
+                p[0].external_id, p[1], [float(x) for x in row], str(version.version), p[0].display
+            )
             for p, row in zip(parsed, probabilities, strict=True)
         ]
         results = store_predictions(session, project, accepted)
     items = [
-        {**r.model_dump(), "label": project.labels[int(row.argmax())],
-         "probabilities": dict(zip(project.labels, map(float, row), strict=True))}
+        {
+            **r.model_dump(),
+            "label": project.labels[int(row.argmax())],
+            "probabilities": dict(zip(project.labels, map(float, row), strict=True)),
+        }
         for r, row in zip(results, probabilities, strict=True)
     ]
     return {"model_version": version.version, "items": items}
 
 
 def _validate(project: Any, raw: Sequence[Any]) -> list[tuple[PredictInputIn, dict[str, Any]]]:
-    parsed, problems = [], []
+    parsed: list[tuple[PredictInputIn, dict[str, Any]]] = []
+    problems: list[FieldError] = []
     for index, item in enumerate(raw):
         try:
             value = _inputs.validate_python(item)
         except ValidationError as error:
             problems.extend(
-                FieldError(".".join(map(str, e["loc"])) or "item", e["msg"], index) for e in error.errors()
+                FieldError(".".join(map(str, e["loc"])) or "item", e["msg"], index)
+                for e in error.errors()
             )
             continue
         normalised, problem = normalise_input(project, value.input)
@@ -62,5 +73,7 @@ def _validate(project: Any, raw: Sequence[Any]) -> list[tuple[PredictInputIn, di
         else:
             parsed.append((value, normalised))
     if problems:
-        raise InvalidInput(f"{len({p.index for p in problems})} of {len(raw)} items are not valid", problems)
+        raise InvalidInput(
+            f"{len({p.index for p in problems})} of {len(raw)} items are not valid", problems
+        )
     return parsed

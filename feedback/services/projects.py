@@ -106,9 +106,15 @@ def _store_seed(session: Session, project: Project, seed: Sequence[Example], sha
     rng = random.Random(HOLDOUT_SEED)
     rows = [
         {
-            "project_id": project.id, "external_id": f"seed-{index}", "input": example.input,
-            "route": "seed", "status": "decided", "is_holdout": rng.random() < share,
-            "uncertainty": 0.0, "priority": 0.0, "fence": 0,
+            "project_id": project.id,
+            "external_id": f"seed-{index}",
+            "input": example.input,
+            "route": "seed",
+            "status": "decided",
+            "is_holdout": rng.random() < share,
+            "uncertainty": 0.0,
+            "priority": 0.0,
+            "fence": 0,
         }
         for index, example in enumerate(seed)
     ]
@@ -176,8 +182,12 @@ def _summary(session: Session, project: Project) -> ProjectSummary:
             Item.project_id == project.id, Item.status == "queued"
         )
     ).one()
-    decided = session.scalar(select(func.count(Decision.id)).where(Decision.project_id == project.id))
-    version = session.scalar(select(ModelVersion.version).where(ModelVersion.id == project.champion_id))
+    decided = session.scalar(
+        select(func.count(Decision.id)).where(Decision.project_id == project.id)
+    )
+    version = session.scalar(
+        select(ModelVersion.version).where(ModelVersion.id == project.champion_id)
+    )
     return ProjectSummary(project.slug, project.name, queued, oldest, decided or 0, version)
 
 
@@ -194,9 +204,14 @@ def project_detail(db: Database, principal: Principal, slug: str) -> ProjectDeta
     with db.read() as session:
         project = visible_project(session, principal, slug)
         versions = session.scalars(
-            select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.version.desc())
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project.id)
+            .order_by(ModelVersion.version.desc())
         ).all()
         runs = session.scalars(
-            select(RetrainRun).where(RetrainRun.project_id == project.id).order_by(RetrainRun.id.desc()).limit(20)
+            select(RetrainRun)
+            .where(RetrainRun.project_id == project.id)
+            .order_by(RetrainRun.id.desc())
+            .limit(20)
         ).all()
         return ProjectDetail(project, _summary(session, project), list(versions), list(runs))

@@ -67,8 +67,11 @@ def _held_lease(session: Session, project_id: int, user_id: int | None) -> Lease
         select(Lease)
         .join(Item, Item.id == Lease.item_id)
         .where(
-            Item.project_id == project_id, Item.status == "queued", Lease.user_id == user_id,
-            Lease.state == "active", Lease.expires_at > utcnow(),
+            Item.project_id == project_id,
+            Item.status == "queued",
+            Lease.user_id == user_id,
+            Lease.state == "active",
+            Lease.expires_at > utcnow(),
         )
         .order_by(Lease.id)
         .limit(1)
@@ -85,7 +88,9 @@ def _candidate(session: Session, project: Project, user_id: int | None) -> Any:
     votes = select(func.count(Vote.id)).where(Vote.item_id == Item.id).scalar_subquery()
     # A released (skipped) lease hides the item from this user until it expires.
     touched = exists().where(Vote.item_id == Item.id, Vote.user_id == user_id) | exists().where(
-        Lease.item_id == Item.id, Lease.user_id == user_id, Lease.state.in_(("active", "released")),
+        Lease.item_id == Item.id,
+        Lease.user_id == user_id,
+        Lease.state.in_(("active", "released")),
         Lease.expires_at > utcnow(),
     )
     query = (
@@ -104,7 +109,9 @@ def _lease(session: Session, item_id: int, user_id: int | None, seconds: int) ->
     fence = session.execute(
         update(Item).where(Item.id == item_id).values(fence=Item.fence + 1).returning(Item.fence)
     ).scalar_one()
-    lease = Lease(item_id=item_id, user_id=user_id, fence=fence, state="active", expires_at=utcnow(seconds))
+    lease = Lease(
+        item_id=item_id, user_id=user_id, fence=fence, state="active", expires_at=utcnow(seconds)
+    )
     session.add(lease)
     session.flush()
     session.refresh(lease)
@@ -117,7 +124,9 @@ def _claim(session: Session, project: Project, lease: Lease) -> Claim:
     if project.show_prediction and item.probabilities:
         label = max(item.probabilities, key=item.probabilities.__getitem__)
         prediction = {"label": label, "confidence": item.probabilities[label]}
-    return Claim(item.id, project.slug, item.input, item.display, prediction, lease.fence, lease.expires_at)
+    return Claim(
+        item.id, project.slug, item.input, item.display, prediction, lease.fence, lease.expires_at
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,9 @@ class VoteResult:
     label: str | None
 
 
-def cast_vote(db: Database, principal: Principal, item_id: int, answer: str, fence: int, seconds: float) -> VoteResult:
+def cast_vote(
+    db: Database, principal: Principal, item_id: int, answer: str, fence: int, seconds: float
+) -> VoteResult:
     """Record one labeler's answer under their current lease; decide once enough votes agree.
 
     Raises:
@@ -139,10 +150,21 @@ def cast_vote(db: Database, principal: Principal, item_id: int, answer: str, fen
     with db.transaction() as session:
         item, project = _item_for(session, principal, item_id)
         if answer != UNSURE and answer not in project.labels:
-            raise InvalidInput("not a label of this project", [FieldError("label", f"must be one of {project.labels} or 'unsure'")])
+            raise InvalidInput(
+                "not a label of this project",
+                [FieldError("label", f"must be one of {project.labels} or 'unsure'")],
+            )
         lease = _live_lease(session, item_id, principal.user_id, fence)
         lease.state = "voted"
-        session.add(Vote(item_id=item_id, user_id=principal.user_id, answer=answer, fence=fence, seconds=seconds))
+        session.add(
+            Vote(
+                item_id=item_id,
+                user_id=principal.user_id,
+                answer=answer,
+                fence=fence,
+                seconds=seconds,
+            )
+        )
         session.flush()
         answers = list(session.scalars(select(Vote.answer).where(Vote.item_id == item_id)))
         verdict = majority(answers, project.overlap)
@@ -169,8 +191,11 @@ def _live_lease(session: Session, item_id: int, user_id: int | None, fence: int)
     lease = session.scalar(
         select(Lease).where(
             and_(
-                Lease.item_id == item_id, Lease.user_id == user_id, Lease.fence == fence,
-                Lease.state == "active", Lease.expires_at > utcnow(),
+                Lease.item_id == item_id,
+                Lease.user_id == user_id,
+                Lease.fence == fence,
+                Lease.state == "active",
+                Lease.expires_at > utcnow(),
             )
         )
     )
@@ -192,16 +217,18 @@ def release(db: Database, principal: Principal, item_id: int, fence: int) -> Non
         _item_for(session, principal, item_id)
         lease = _live_lease(session, item_id, principal.user_id, fence)
         lease.state = "released"
-        lease.expires_at = utcnow(SKIP_HIDE_SECONDS)  # type: ignore[assignment]
+        lease.expires_at = utcnow(SKIP_HIDE_SECONDS)
 
 
-def extend(db: Database, principal: Principal, item_id: int, fence: int, lease_seconds: int) -> datetime:
+def extend(
+    db: Database, principal: Principal, item_id: int, fence: int, lease_seconds: int
+) -> datetime:
     """Push the lease's expiry forward (heartbeat from an open page)."""
     _require_labeler(principal)
     with db.transaction() as session:
         _item_for(session, principal, item_id)
         lease = _live_lease(session, item_id, principal.user_id, fence)
-        lease.expires_at = utcnow(lease_seconds)  # type: ignore[assignment]
+        lease.expires_at = utcnow(lease_seconds)
         session.flush()
         session.refresh(lease)
         return lease.expires_at

@@ -54,7 +54,9 @@ def _request(session: Session, project_id: int, trigger: str) -> int:
         return active
     try:
         with session.begin_nested():
-            run = RetrainRun(project_id=project_id, status="requested", trigger=trigger, attempts=0, fence=0)
+            run = RetrainRun(
+                project_id=project_id, status="requested", trigger=trigger, attempts=0, fence=0
+            )
             session.add(run)
             session.flush()
             session.add(OutboxMessage(kind="retrain", payload={"run_id": run.id}))
@@ -68,7 +70,9 @@ def _request(session: Session, project_id: int, trigger: str) -> int:
 
 def _active_run(session: Session, project_id: int) -> int | None:
     return session.scalar(
-        select(RetrainRun.id).where(RetrainRun.project_id == project_id, RetrainRun.status.in_(ACTIVE))
+        select(RetrainRun.id).where(
+            RetrainRun.project_id == project_id, RetrainRun.status.in_(ACTIVE)
+        )
     )
 
 
@@ -87,11 +91,18 @@ def _due_trigger(session: Session, project: Project) -> str | None:
     last_watermark = session.scalar(
         select(func.max(ModelVersion.watermark)).where(ModelVersion.project_id == project.id)
     )
-    new = session.scalar(
-        select(func.count(Decision.id))
-        .join(Item, Item.id == Decision.item_id)
-        .where(Decision.project_id == project.id, Decision.id > (last_watermark or 0), Item.is_holdout.is_(False))
-    ) or 0
+    new = (
+        session.scalar(
+            select(func.count(Decision.id))
+            .join(Item, Item.id == Decision.item_id)
+            .where(
+                Decision.project_id == project.id,
+                Decision.id > (last_watermark or 0),
+                Item.is_holdout.is_(False),
+            )
+        )
+        or 0
+    )
     if last_watermark is None:
         return "seed" if new > 0 else None
     if new >= project.retrain_min_decisions:
@@ -102,7 +113,9 @@ def _due_trigger(session: Session, project: Project) -> str | None:
 
 
 def _interval_passed(session: Session, project: Project) -> bool:
-    last = session.scalar(select(func.max(RetrainRun.finished_at)).where(RetrainRun.project_id == project.id))
+    last = session.scalar(
+        select(func.max(RetrainRun.finished_at)).where(RetrainRun.project_id == project.id)
+    )
     interval = timedelta(seconds=project.retrain_interval_seconds or 0)
     return last is None or naive_utcnow() - last >= interval
 
@@ -134,9 +147,12 @@ def take_snapshot(session: Session, project: Project) -> Snapshot:
     holdout = [(row.input[key], row.label) for row in kept if row.is_holdout]
     lineage = hashlib.sha256(json.dumps([(i, label) for _, label, i in train]).encode()).hexdigest()
     return Snapshot(
-        train_inputs=[t[0] for t in train], train_labels=[t[1] for t in train],
-        holdout_inputs=[h[0] for h in holdout], holdout_labels=[h[1] for h in holdout],
-        watermark=max((row.id for row in rows), default=0), digest=lineage,
+        train_inputs=[t[0] for t in train],
+        train_labels=[t[1] for t in train],
+        holdout_inputs=[h[0] for h in holdout],
+        holdout_labels=[h[1] for h in holdout],
+        watermark=max((row.id for row in rows), default=0),
+        digest=lineage,
     )
 
 
@@ -158,7 +174,9 @@ def execute_retrain(db: Database, settings: Settings, run_id: int) -> str:
         return _train_and_decide(db, settings, started)
     except Exception as error:
         log.exception("retrain run %s failed", run_id)
-        _finish_failed(db, started, f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}")
+        _finish_failed(
+            db, started, f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}"
+        )
         return "failed"
 
 
@@ -176,8 +194,12 @@ def _start(db: Database, run_id: int, max_attempts: int) -> Started | None:
                 ),
             )
             .values(
-                status="running", attempts=RetrainRun.attempts + 1, fence=RetrainRun.fence + 1,
-                stage="snapshot", started_at=utcnow(), heartbeat_at=utcnow(),
+                status="running",
+                attempts=RetrainRun.attempts + 1,
+                fence=RetrainRun.fence + 1,
+                stage="snapshot",
+                started_at=utcnow(),
+                heartbeat_at=utcnow(),
             )
             .returning(RetrainRun.project_id, RetrainRun.fence, RetrainRun.attempts)
         ).first()
@@ -221,18 +243,37 @@ def _train_and_decide(db: Database, settings: Settings, started: Started) -> str
     timings["evaluate"] = time.perf_counter() - clock
     _stage(db, started, "decide")
     missing = tuple(label for label in project.labels if label not in set(snapshot.train_labels))
-    verdict = decide(scores["candidate"], scores["baseline"], scores.get("champion"), len(snapshot.holdout_labels), missing, _policy(project))
+    verdict = decide(
+        scores["candidate"],
+        scores["baseline"],
+        scores.get("champion"),
+        len(snapshot.holdout_labels),
+        missing,
+        _policy(project),
+    )
     stored = artifacts.save(candidate, settings.model_dir / project.slug)
     return _finish(db, started, project, snapshot, scores, verdict, stored, timings)
 
 
-def _evaluate_all(project: Project, snapshot: Snapshot, candidate: Any, baseline: Any, champion: ModelVersion | None) -> dict[str, Scores]:
+def _evaluate_all(
+    project: Project,
+    snapshot: Snapshot,
+    candidate: Any,
+    baseline: Any,
+    champion: ModelVersion | None,
+) -> dict[str, Scores]:
     holdout_x = pipelines.as_model_input(snapshot.holdout_inputs, project.input_kind)
     labels, truth = project.labels, snapshot.holdout_labels
     if not truth:
-        empty = Scores(metrics={"accuracy": float("nan"), "macro_f1": float("nan"), "log_loss": float("nan")}, per_class={})
+        empty = Scores(
+            metrics={"accuracy": float("nan"), "macro_f1": float("nan"), "log_loss": float("nan")},
+            per_class={},
+        )
         return {"candidate": empty, "baseline": empty}
-    scores = {"candidate": evaluate(candidate, holdout_x, truth, labels), "baseline": evaluate(baseline, holdout_x, truth, labels)}
+    scores = {
+        "candidate": evaluate(candidate, holdout_x, truth, labels),
+        "baseline": evaluate(baseline, holdout_x, truth, labels),
+    }
     if champion is not None:
         scores["champion"] = evaluate(load_version(champion), holdout_x, truth, labels)
     return scores
@@ -240,14 +281,22 @@ def _evaluate_all(project: Project, snapshot: Snapshot, candidate: Any, baseline
 
 def _policy(project: Project) -> PromotionPolicy:
     return PromotionPolicy(
-        metric=project.promotion_metric, min_gain=project.promotion_min_gain,
-        min_holdout=project.promotion_min_holdout, class_tolerance=project.promotion_class_tolerance,
+        metric=project.promotion_metric,
+        min_gain=project.promotion_min_gain,
+        min_holdout=project.promotion_min_holdout,
+        class_tolerance=project.promotion_class_tolerance,
     )
 
 
 def _finish(
-    db: Database, started: Started, project: Project, snapshot: Snapshot, scores: dict[str, Scores],
-    verdict: PromotionDecision, stored: artifacts.StoredArtifact, timings: dict[str, float],
+    db: Database,
+    started: Started,
+    project: Project,
+    snapshot: Snapshot,
+    scores: dict[str, Scores],
+    verdict: PromotionDecision,
+    stored: artifacts.StoredArtifact,
+    timings: dict[str, float],
 ) -> str:
     """Record the version; promote by compare-and-swap on the champion the run started from."""
     with db.transaction() as session:
@@ -256,32 +305,60 @@ def _finish(
             log.warning("run %s was taken over; dropping its result", started.run_id)
             return run.status
         version = _new_version(session, project, snapshot, scores, verdict, stored, timings)
-        promoted = verdict.promote and _swap_champion(session, project.id, started.champion_id, version.id)
+        promoted = verdict.promote and _swap_champion(
+            session, project.id, started.champion_id, version.id
+        )
         if verdict.promote and not promoted:
-            version.decision, version.reason = "rejected", "the champion changed while this run was training"
+            version.decision, version.reason = (
+                "rejected",
+                "the champion changed while this run was training",
+            )
         if promoted:
             session.add(OutboxMessage(kind="rescore", payload={"project_id": project.id}))
-            session.add(OutboxMessage(kind="promoted", payload={"project_id": project.id, "version": version.version}))
+            session.add(
+                OutboxMessage(
+                    kind="promoted", payload={"project_id": project.id, "version": version.version}
+                )
+            )
         status = "succeeded" if promoted else "rejected"
         _mark(session, run.id, status, model_version_id=version.id)
         return status
 
 
 def _new_version(
-    session: Session, project: Project, snapshot: Snapshot, scores: dict[str, Scores],
-    verdict: PromotionDecision, stored: artifacts.StoredArtifact, timings: dict[str, float],
+    session: Session,
+    project: Project,
+    snapshot: Snapshot,
+    scores: dict[str, Scores],
+    verdict: PromotionDecision,
+    stored: artifacts.StoredArtifact,
+    timings: dict[str, float],
 ) -> ModelVersion:
-    number = (session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.project_id == project.id)) or 0) + 1
+    number = (
+        session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.project_id == project.id)
+        )
+        or 0
+    ) + 1
     champion = scores.get("champion")
     version = ModelVersion(
-        project_id=project.id, version=number, spec=project.model_spec, artifact_path=stored.path,
-        sha256=stored.sha256, metrics=_clean(scores["candidate"].metrics), per_class=_clean(scores["candidate"].per_class),
+        project_id=project.id,
+        version=number,
+        spec=project.model_spec,
+        artifact_path=stored.path,
+        sha256=stored.sha256,
+        metrics=_clean(scores["candidate"].metrics),
+        per_class=_clean(scores["candidate"].per_class),
         baseline_metrics=_clean(scores["baseline"].metrics),
         champion_metrics=None if champion is None else _clean(champion.metrics),
-        decision="promoted" if verdict.promote else "rejected", reason=verdict.summary,
-        watermark=snapshot.watermark, train_size=len(snapshot.train_labels),
-        holdout_size=len(snapshot.holdout_labels), snapshot_digest=snapshot.digest,
-        library_versions=library_versions(), timings={k: round(v, 4) for k, v in timings.items()},
+        decision="promoted" if verdict.promote else "rejected",
+        reason=verdict.summary,
+        watermark=snapshot.watermark,
+        train_size=len(snapshot.train_labels),
+        holdout_size=len(snapshot.holdout_labels),
+        snapshot_digest=snapshot.digest,
+        library_versions=library_versions(),
+        timings={k: round(v, 4) for k, v in timings.items()},
     )
     session.add(version)
     session.flush()
@@ -295,7 +372,9 @@ def _clean(values: Any) -> dict[str, float | None]:
 
 def _swap_champion(session: Session, project_id: int, expected: int | None, new: int) -> bool:
     current = Project.champion_id.is_(None) if expected is None else Project.champion_id == expected
-    result = session.execute(update(Project).where(Project.id == project_id, current).values(champion_id=new))
+    result = session.execute(
+        update(Project).where(Project.id == project_id, current).values(champion_id=new)
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

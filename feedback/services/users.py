@@ -83,7 +83,10 @@ def _open_session(
             raise Forbidden("too many failed logins; wait a few minutes and try again")
         user = session.scalar(select(User).where(User.email == email, User.is_active.is_(True)))
         # Unknown users cost a hash check too, so timing does not tell which emails exist.
-        if not _verify(_DUMMY_HASH if user is None else user.password_hash, password) or user is None:
+        if (
+            not _verify(_DUMMY_HASH if user is None else user.password_hash, password)
+            or user is None
+        ):
             raise _LoginFailed()
         token = secrets.token_urlsafe(32)
         expires = naive_utcnow() + timedelta(days=SESSION_DAYS)
@@ -150,9 +153,13 @@ def create_token(db: Database, name: str, project_slug: str | None, email: str |
     with db.transaction() as session:
         record = ApiToken(name=name, token_hash=digest(token))
         if project_slug is not None:
-            record.project_id = _require(session.scalar(select(Project.id).where(Project.slug == project_slug)), "project")
+            record.project_id = _require(
+                session.scalar(select(Project.id).where(Project.slug == project_slug)), "project"
+            )
         else:
-            record.user_id = _require(session.scalar(select(User.id).where(User.email == email)), "user")
+            record.user_id = _require(
+                session.scalar(select(User.id).where(User.email == email)), "user"
+            )
         session.add(record)
     return token
 
@@ -167,7 +174,9 @@ def principal_for_token(db: Database, token: str) -> Principal | None:
     """Return who a bearer token speaks for, or None if it is unknown or revoked."""
     with db.read() as session:
         record = session.scalar(
-            select(ApiToken).where(ApiToken.token_hash == digest(token), ApiToken.revoked_at.is_(None))
+            select(ApiToken).where(
+                ApiToken.token_hash == digest(token), ApiToken.revoked_at.is_(None)
+            )
         )
         if record is None:
             return None

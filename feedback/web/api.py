@@ -9,7 +9,15 @@ from flask_wtf.csrf import CSRFError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from feedback.domain.errors import Conflict, DomainError, FieldError, Forbidden, InvalidInput, NotFound, Unavailable
+from feedback.domain.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from feedback.schemas import FenceIn, VoteIn
 from feedback.services import ingest, models, predict, queue, retrain, users
 from feedback.services.users import Principal
@@ -20,12 +28,16 @@ STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403, Unava
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list[FieldError] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[FieldError] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or []
 
 
-def error_response(status: int, code: str, message: str, details: list[FieldError] | None = None) -> tuple[Response, int]:
+def error_response(
+    status: int, code: str, message: str, details: list[FieldError] | None = None
+) -> tuple[Response, int]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = [d.as_dict() for d in details]
@@ -46,7 +58,9 @@ def _domain_error(error: DomainError) -> tuple[Response, int]:
 @bp.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     status = error.code or 500
-    return error_response(status, (error.name or "error").lower().replace(" ", "_"), error.description or "")
+    return error_response(
+        status, (error.name or "error").lower().replace(" ", "_"), error.description or ""
+    )
 
 
 @bp.get("/healthz")
@@ -64,7 +78,9 @@ def principal() -> Principal:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
-        found = users.principal_for_token(db(), token.strip()) if scheme.lower() == "bearer" else None
+        found = (
+            users.principal_for_token(db(), token.strip()) if scheme.lower() == "bearer" else None
+        )
         if found is None:
             raise ApiError(401, "unauthorized", "the bearer token is missing, unknown or revoked")
     else:
@@ -88,7 +104,12 @@ def json_body() -> dict[str, Any]:
     if body is None:
         raise ApiError(400, "malformed_json", "the body is not valid JSON")
     if not isinstance(body, dict):
-        raise ApiError(422, "invalid_input", "the body must be a JSON object", [FieldError("body", "must be an object")])
+        raise ApiError(
+            422,
+            "invalid_input",
+            "the body must be a JSON object",
+            [FieldError("body", "must be an object")],
+        )
     return body
 
 
@@ -96,8 +117,12 @@ def items_of(body: dict[str, Any]) -> list[Any]:
     """The `items` list of a batch body, within the batch limit."""
     items = body.get("items")
     if not isinstance(items, list) or not items:
-        raise ApiError(422, "invalid_input", "the body needs a non-empty 'items' list",
-                       [FieldError("items", "must be a non-empty list")])
+        raise ApiError(
+            422,
+            "invalid_input",
+            "the body needs a non-empty 'items' list",
+            [FieldError("items", "must be a non-empty list")],
+        )
     if len(items) > settings().max_batch:
         raise ApiError(413, "too_many_items", f"at most {settings().max_batch} items per request")
     return items
@@ -131,7 +156,7 @@ def get_model_artifact(slug: str) -> Response:
     response = Response(data, mimetype="application/octet-stream")
     response.set_etag(sha256)
     response.headers["Content-Disposition"] = f'attachment; filename="{slug}-{sha256[:12]}.skops"'
-    return response.make_conditional(request)
+    return response.make_conditional(request)  # type: ignore[return-value]
 
 
 @bp.post("/api/v1/projects/<slug>/retrain")
@@ -147,8 +172,17 @@ def post_retrain(slug: str) -> tuple[Response, int]:
 def get_run(slug: str, run_id: int) -> Response:
     """Report a retrain run's status and stage."""
     run = retrain.run_status(db(), principal(), slug, run_id)
-    return jsonify({"id": run.id, "status": run.status, "stage": run.stage, "trigger": run.trigger,
-                    "attempts": run.attempts, "error": run.error, "model_version_id": run.model_version_id})
+    return jsonify(
+        {
+            "id": run.id,
+            "status": run.status,
+            "stage": run.stage,
+            "trigger": run.trigger,
+            "attempts": run.attempts,
+            "error": run.error,
+            "model_version_id": run.model_version_id,
+        }
+    )
 
 
 @bp.post("/api/v1/projects/<slug>/queue/claim")
@@ -157,10 +191,17 @@ def post_claim(slug: str) -> Response | tuple[str, int]:
     claim = queue.claim_next(db(), principal(), slug, settings().lease_seconds)
     if claim is None:
         return "", 204
-    return jsonify({"item": {
-        "id": claim.item_id, "input": claim.input, "display": claim.display, "prediction": claim.prediction,
-        "lease": {"expires_at": claim.expires_at.isoformat() + "Z", "fence": claim.fence},
-    }})
+    return jsonify(
+        {
+            "item": {
+                "id": claim.item_id,
+                "input": claim.input,
+                "display": claim.display,
+                "prediction": claim.prediction,
+                "lease": {"expires_at": claim.expires_at.isoformat() + "Z", "fence": claim.fence},
+            }
+        }
+    )
 
 
 @bp.post("/api/v1/items/<int:item_id>/votes")
@@ -169,7 +210,9 @@ def post_vote(item_id: int) -> tuple[Response, int]:
     caller = principal()
     vote = _parse(VoteIn, json_body())
     result = queue.cast_vote(db(), caller, item_id, vote.label, vote.fence, vote.seconds)
-    return jsonify({"item_id": result.item_id, "outcome": result.outcome, "label": result.label}), 201
+    return jsonify(
+        {"item_id": result.item_id, "outcome": result.outcome, "label": result.label}
+    ), 201
 
 
 @bp.post("/api/v1/items/<int:item_id>/lease")
@@ -193,5 +236,7 @@ def _parse(model: Any, body: dict[str, Any]) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        details = [FieldError(".".join(map(str, e["loc"])) or "body", e["msg"]) for e in error.errors()]
+        details = [
+            FieldError(".".join(map(str, e["loc"])) or "body", e["msg"]) for e in error.errors()
+        ]
         raise ApiError(422, "invalid_input", "the body is not valid", details) from error

@@ -19,14 +19,21 @@ def login() -> str | Response:
         return render_template("auth/login.html", error=None, email="")
     email = request.form.get("email", "")
     try:
-        token = users.login(db(), email, request.form.get("password", ""),
-                            settings().login_max_failures, settings().login_window_seconds)
+        token = users.login(
+            db(),
+            email,
+            request.form.get("password", ""),
+            settings().login_max_failures,
+            settings().login_window_seconds,
+        )
     except Forbidden as error:
         return render_template("auth/login.html", error=error.message, email=email), 401  # type: ignore[return-value]
     _end_session()
     session["token"] = token  # a fresh server-side session: the old id is never reused
     target = request.args.get("next", "")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.index"))
+    return redirect(
+        target if target.startswith("/") and not target.startswith("//") else url_for("pages.index")
+    )
 
 
 @bp.post("/logout")

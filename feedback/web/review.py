@@ -23,8 +23,13 @@ def label(slug: str) -> str:
         detail = projects.project_detail(db(), principal, slug)
     except (NotFound, Forbidden):
         abort(404)
-    return render_template("review/item.html", claim=claim, project=detail.project,
-                           summary=detail.summary, keys=label_keys(detail.project.labels))
+    return render_template(
+        "review/item.html",
+        claim=claim,
+        project=detail.project,
+        summary=detail.summary,
+        keys=label_keys(detail.project.labels),
+    )
 
 
 def label_keys(labels: list[str]) -> list[tuple[str, str]]:
@@ -50,8 +55,14 @@ def vote(slug: str, item_id: int) -> Response:
     principal = session_principal()
     assert principal is not None
     try:
-        queue.cast_vote(db(), principal, item_id, request.form.get("label", ""),
-                        _int(request.form.get("fence")), _seconds(request.form.get("seconds")))
+        queue.cast_vote(
+            db(),
+            principal,
+            item_id,
+            request.form.get("label", ""),
+            _int(request.form.get("fence")),
+            _seconds(request.form.get("seconds")),
+        )
     except (Conflict, InvalidInput) as error:
         flash(error.message)
         return redirect(url_for("review.label", slug=slug))
