@@ -88,6 +88,15 @@ class Project(Base):
     promotion_min_holdout: Mapped[int] = mapped_column(Integer, default=20)
     promotion_class_tolerance: Mapped[float] = mapped_column(Float, default=0.10)
     model_spec: Mapped[str] = mapped_column(String(200), default="auto")
+    trusted_types: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    max_queue: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue_full: Mapped[str] = mapped_column(String(8), default="reject")
+    random_share: Mapped[float] = mapped_column(Float, default=0.0)
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_refit_every: Mapped[int] = mapped_column(Integer, default=5)
+    webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
     champion_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", use_alter=True, ondelete="SET NULL"), nullable=True
     )
@@ -142,6 +151,8 @@ class Item(Base):
     route: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(12))
     is_holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    gold_label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    deferred: Mapped[bool] = mapped_column(Boolean, default=False)
     fence: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = _created()
 
@@ -188,6 +199,11 @@ class Decision(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(16))
+    previous_label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    corrected_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     decided_at: Mapped[datetime] = _created()
 
 
@@ -215,6 +231,11 @@ class ModelVersion(Base):
     snapshot_digest: Mapped[str] = mapped_column(String(64))
     library_versions: Mapped[dict[str, Any]] = mapped_column()
     timings: Mapped[dict[str, Any]] = mapped_column()
+    routing: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
     created_at: Mapped[datetime] = _created()
 
 
@@ -245,6 +266,7 @@ class RetrainRun(Base):
         ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     requested_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
@@ -260,6 +282,8 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column()
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _created()
 
 
@@ -275,4 +299,20 @@ class AuditEvent(Base):
     )
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = _created()
+
+
+class IdempotencyKey(Base):
+    """The first response to an `Idempotency-Key`, replayed for retries of the same request."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    request_digest: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(10))
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = _created()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 import threading
 from collections import OrderedDict
-from importlib import metadata
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np

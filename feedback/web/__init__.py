@@ -38,8 +38,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.extensions["feedback.settings"] = settings
     app.extensions["feedback.db"] = db or make_database(settings.database_url)
     csrf.init_app(app)
-    csrf.exempt(api.bp)  # the API checks bearer tokens, or CSRF itself for session callers
-    for blueprint in (auth.bp, pages.bp, review.bp, api.bp):
+    for blueprint in api.BLUEPRINTS:
+        csrf.exempt(blueprint)  # the API checks bearer tokens, or CSRF itself for session callers
+    for blueprint in (auth.bp, pages.bp, review.bp, *api.BLUEPRINTS):
         app.register_blueprint(blueprint)
     app.jinja_env.globals["zip"] = zip
     app.after_request(_security_headers)
