@@ -37,6 +37,11 @@ class Context:
                 raise click.ClickException(str(error)) from error
         return self._settings
 
+    def close(self) -> None:
+        """Release the database connections when the command ends."""
+        if self._db is not None:
+            self._db.dispose()
+
     @property
     def db(self) -> Database:
         if self._db is None:
@@ -48,8 +53,10 @@ pass_context = click.make_pass_decorator(Context, ensure=True)
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(click_context: click.Context) -> None:
     """Run and administer a feedback service."""
+    click_context.call_on_close(click_context.ensure_object(Context).close)
 
 
 @main.group()

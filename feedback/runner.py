@@ -52,6 +52,7 @@ def commands(settings: Settings) -> dict[str, list[str]]:
             "2",
             "--threads",
             "4",
+            "--no-control-socket",
             "--graceful-timeout",
             "10",
             "--access-logfile",
