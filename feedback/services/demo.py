@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from feedback.config import Settings
 from feedback.db.engine import Database
-from feedback.db.models import ModelVersion, Project
+from feedback.db.models import Item, ModelVersion, Project
 from feedback.domain.errors import Conflict
 from feedback.services import ingest, projects, retrain, users
 from feedback.services.models import predict_probabilities
@@ -41,12 +41,20 @@ class Credentials:
 
 
 def ensure_demo(db: Database, settings: Settings) -> Credentials:
-    """Create the demo users and project once; later runs reuse them."""
+    """Create the demo once; finish any step an interrupted first run left undone."""
     credentials = _credentials(settings.instance_path)
     with db.read() as session:
-        exists = session.scalar(select(Project.id).where(Project.slug == SLUG)) is not None
-    if not exists:
-        _create(db, settings, credentials)
+        project = session.scalar(select(Project).where(Project.slug == SLUG))
+        untrained = project is None or project.champion_id is None
+        pooled = (
+            project is not None
+            and session.scalar(
+                select(Item.id).where(Item.project_id == project.id, Item.route != "seed").limit(1)
+            )
+            is not None
+        )
+    if not pooled:
+        _create(db, settings, credentials, project is None, untrained)
     return credentials
 
 
@@ -63,7 +71,9 @@ def _credentials(instance: Path) -> Credentials:
     return made
 
 
-def _create(db: Database, settings: Settings, credentials: Credentials) -> None:
+def _create(
+    db: Database, settings: Settings, credentials: Credentials, new: bool, untrained: bool
+) -> None:
     digits = load_digits()
     order = np.random.default_rng(DATA_SEED).permutation(len(digits.target))
     seed_rows, pool_rows = order[: SEED_TRAIN + SEED_HOLDOUT], order[SEED_TRAIN + SEED_HOLDOUT :]
@@ -82,10 +92,12 @@ def _create(db: Database, settings: Settings, credentials: Credentials) -> None:
     seed = [
         Example({"features": digits.data[i].tolist()}, str(digits.target[i])) for i in seed_rows
     ]
-    projects.create_project(db, spec, seed)
+    if new:
+        projects.create_project(db, spec, seed)
     projects.add_member(db, SLUG, credentials.labeler_email)
-    run = retrain.request_retrain(db, SYSTEM, SLUG, trigger="seed")
-    retrain.execute_retrain(db, settings, run)
+    if untrained:
+        run = retrain.request_retrain(db, SYSTEM, SLUG, trigger="seed")
+        retrain.execute_retrain(db, settings, run)
     post_pool(db, [(f"digit-{i}", digits.data[i]) for i in pool_rows])
 
 
@@ -98,6 +110,8 @@ def post_pool(db: Database, pool: list[tuple[str, np.ndarray]]) -> None:
     """Play the model service: post the champion's predictions for unseen digits."""
     with db.read() as session:
         project = session.scalars(select(Project).where(Project.slug == SLUG)).one()
+        if project.champion_id is None:  # still training: the next start posts the pool
+            return
         champion = session.get_one(ModelVersion, project.champion_id)
     inputs = [{"features": row.tolist()} for _, row in pool]
     probabilities = predict_probabilities(champion, project, inputs)
