@@ -136,7 +136,13 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("project_id", "external_id", name="uq_items_project_id_external_id"),
-        Index("ix_items_queue", "project_id", "status", "priority"),
+        Index("ix_items_queue", "project_id", "status", "priority", "id"),
+        Index(
+            "ix_items_gold",
+            "project_id",
+            sqlite_where=text("gold_label IS NOT NULL"),
+            postgresql_where=text("gold_label IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

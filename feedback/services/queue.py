@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from feedback.db.clock import utcnow
@@ -15,10 +16,21 @@ from feedback.db.models import Decision, Item, Lease, OutboxMessage, Project, Vo
 from feedback.domain.consensus import UNSURE, Outcome, majority
 from feedback.domain.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from feedback.services.projects import visible_project
+from feedback.services.queue_select import choose_and_lease, held_lease, is_postgres, lock_labeler
 from feedback.services.users import Principal
 
 SKIP_HIDE_SECONDS = 600
 STALE_LEASE = "your lease on this item has expired or been taken over; the item was not changed"
+_rng = random.SystemRandom()
+
+
+class AlreadyVoted(Conflict):
+    """The same labeler already answered this item under this fence (a retried request)."""
+
+    code = "already_voted"
+
+    def __init__(self) -> None:
+        super().__init__("your answer to this item was already saved")
 
 
 @dataclass(frozen=True)
@@ -34,92 +46,58 @@ class Claim:
     expires_at: datetime
 
 
-def claim_next(db: Database, principal: Principal, slug: str, lease_seconds: int) -> Claim | None:
+@dataclass(frozen=True)
+class VoteResult:
+    item_id: int
+    outcome: str
+    label: str | None
+
+
+def claim_next(
+    db: Database,
+    principal: Principal,
+    slug: str,
+    lease_seconds: int,
+    rng: random.Random | None = None,
+) -> Claim | None:
     """Lease the most useful item this labeler may take, or return the one they already hold."""
-    _require_labeler(principal)
+    user_id = require_labeler(principal)
     with db.transaction() as session:
         project = visible_project(session, principal, slug)
-        held = _held_lease(session, project.id, principal.user_id)
-        if held is not None:
-            return _claim(session, project, held)
-        item_id = session.scalar(_candidate(session, project, principal.user_id))
-        if item_id is None:
-            return None
-        return _claim(session, project, _lease(session, item_id, principal.user_id, lease_seconds))
+        return claim_in(session, project, user_id, lease_seconds, rng or _rng)
+
+
+def claim_in(
+    session: Session, project: Project, user_id: int, seconds: int, rng: random.Random
+) -> Claim | None:
+    """Inside an open transaction: return the held lease or lease the next item."""
+    lock_labeler(session, user_id)
+    held = held_lease(session, project.id, user_id)
+    if held is not None:
+        return to_claim(session, project, held)
+    taken = choose_and_lease(session, project, user_id, seconds, rng)
+    return None if taken is None else to_claim(session, project, *taken)
 
 
 def current_claim(db: Database, principal: Principal, slug: str) -> Claim | None:
     """Return the live lease this labeler holds in the project, if any (reload-safe)."""
-    _require_labeler(principal)
+    user_id = require_labeler(principal)
     with db.read() as session:
         project = visible_project(session, principal, slug)
-        held = _held_lease(session, project.id, principal.user_id)
-        return None if held is None else _claim(session, project, held)
+        held = held_lease(session, project.id, user_id)
+        return None if held is None else to_claim(session, project, held)
 
 
-def _require_labeler(principal: Principal) -> None:
+def require_labeler(principal: Principal) -> int:
+    """Return the caller's user id; service tokens may not label."""
     if principal.user_id is None:
         raise Forbidden("labelling needs a user (session or personal token), not a service token")
+    return principal.user_id
 
 
-def _held_lease(session: Session, project_id: int, user_id: int | None) -> Lease | None:
-    return session.scalar(
-        select(Lease)
-        .join(Item, Item.id == Lease.item_id)
-        .where(
-            Item.project_id == project_id,
-            Item.status == "queued",
-            Lease.user_id == user_id,
-            Lease.state == "active",
-            Lease.expires_at > utcnow(),
-        )
-        .order_by(Lease.id)
-        .limit(1)
-    )
-
-
-def _candidate(session: Session, project: Project, user_id: int | None) -> Any:
-    """The highest-priority queued item with a free slot that this user has not touched."""
-    live_leases = (
-        select(func.count(Lease.id))
-        .where(Lease.item_id == Item.id, Lease.state == "active", Lease.expires_at > utcnow())
-        .scalar_subquery()
-    )
-    votes = select(func.count(Vote.id)).where(Vote.item_id == Item.id).scalar_subquery()
-    # A released (skipped) lease hides the item from this user until it expires.
-    touched = exists().where(Vote.item_id == Item.id, Vote.user_id == user_id) | exists().where(
-        Lease.item_id == Item.id,
-        Lease.user_id == user_id,
-        Lease.state.in_(("active", "released")),
-        Lease.expires_at > utcnow(),
-    )
-    query = (
-        select(Item.id)
-        .where(Item.project_id == project.id, Item.status == "queued", ~touched)
-        .where(live_leases + votes < project.overlap)
-        .order_by(Item.priority.desc(), Item.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Item)
-    return query
-
-
-def _lease(session: Session, item_id: int, user_id: int | None, seconds: int) -> Lease:
-    fence = session.execute(
-        update(Item).where(Item.id == item_id).values(fence=Item.fence + 1).returning(Item.fence)
-    ).scalar_one()
-    lease = Lease(
-        item_id=item_id, user_id=user_id, fence=fence, state="active", expires_at=utcnow(seconds)
-    )
-    session.add(lease)
-    session.flush()
-    session.refresh(lease)
-    return lease
-
-
-def _claim(session: Session, project: Project, lease: Lease) -> Claim:
-    item = session.get_one(Item, lease.item_id)
+def to_claim(session: Session, project: Project, lease: Lease, item: Item | None = None) -> Claim:
+    """Describe a lease for the page or the API (the model's guess only if the project shows it)."""
+    item = item or session.get_one(Item, lease.item_id)
     prediction = None
     if project.show_prediction and item.probabilities:
         label = max(item.probabilities, key=item.probabilities.__getitem__)
@@ -127,13 +105,6 @@ def _claim(session: Session, project: Project, lease: Lease) -> Claim:
     return Claim(
         item.id, project.slug, item.input, item.display, prediction, lease.fence, lease.expires_at
     )
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    item_id: int
-    outcome: str
-    label: str | None
 
 
 def cast_vote(
@@ -144,41 +115,71 @@ def cast_vote(
     Raises:
         NotFound: no such item, or the caller may not see its project.
         InvalidInput: the answer is not one of the project's labels or "unsure".
+        AlreadyVoted: this exact answer was saved before (a retry); nothing changes.
         Conflict: the lease is lost, expired or stale (a newer claim has a higher fence).
     """
-    _require_labeler(principal)
+    require_labeler(principal)
     with db.transaction() as session:
-        item, project = _item_for(session, principal, item_id)
-        if answer != UNSURE and answer not in project.labels:
-            raise InvalidInput(
-                "not a label of this project",
-                [FieldError("label", f"must be one of {project.labels} or 'unsure'")],
-            )
-        lease = _live_lease(session, item_id, principal.user_id, fence)
-        lease.state = "voted"
-        session.add(
-            Vote(
-                item_id=item_id,
-                user_id=principal.user_id,
-                answer=answer,
-                fence=fence,
-                seconds=seconds,
-            )
+        return record_vote(session, principal, item_id, answer, fence, seconds)
+
+
+def vote_and_claim(
+    db: Database,
+    principal: Principal,
+    item_id: int,
+    vote: tuple[str, int, float],
+    lease_seconds: int,
+) -> tuple[VoteResult, Claim | None]:
+    """Record an answer `(label, fence, seconds)` and lease the next item in one transaction."""
+    user_id = require_labeler(principal)
+    answer, fence, seconds = vote
+    with db.transaction() as session:
+        result = record_vote(session, principal, item_id, answer, fence, seconds)
+        project = session.get_one(Project, session.get_one(Item, item_id).project_id)
+        return result, claim_in(session, project, user_id, lease_seconds, _rng)
+
+
+def record_vote(
+    session: Session, principal: Principal, item_id: int, answer: str, fence: int, seconds: float
+) -> VoteResult:
+    """Inside an open transaction: check the lease, store the vote, apply consensus."""
+    item, project = item_for(session, principal, item_id)
+    if answer != UNSURE and answer not in project.labels:
+        raise InvalidInput(
+            "not a label of this project",
+            [FieldError("label", f"must be one of {project.labels} or 'unsure'")],
         )
-        session.flush()
-        answers = list(session.scalars(select(Vote.answer).where(Vote.item_id == item_id)))
-        verdict = majority(answers, project.overlap)
-        if verdict.outcome is Outcome.DECIDED and verdict.label is not None:
-            _decide(session, item, verdict.label, "consensus")
-        elif verdict.outcome is Outcome.ESCALATED:
-            item.status = "escalated"
-        return VoteResult(item_id, verdict.outcome.value, verdict.label)
+    user_id = require_labeler(principal)
+    live_lease(session, item_id, user_id, fence).state = "voted"
+    session.add(Vote(item_id=item_id, user_id=user_id, answer=answer, fence=fence, seconds=seconds))
+    session.flush()
+    if item.gold_label is not None:  # answers on gold items measure the labeler only
+        return _as_if_ordinary(item_id, answer, project.overlap)
+    if item.status != "queued":  # a late vote on an escalated item informs the reviewer
+        return VoteResult(item_id, Outcome.ESCALATED.value, None)
+    answers = list(session.scalars(select(Vote.answer).where(Vote.item_id == item_id)))
+    verdict = majority(answers, project.overlap)
+    if verdict.outcome is Outcome.DECIDED and verdict.label is not None:
+        decide(session, item, verdict.label, "consensus")
+    elif verdict.outcome is Outcome.ESCALATED:
+        item.status = "escalated"
+    return VoteResult(item_id, verdict.outcome.value, verdict.label)
 
 
-def _item_for(session: Session, principal: Principal, item_id: int) -> tuple[Item, Project]:
+def _as_if_ordinary(item_id: int, answer: str, overlap: int) -> VoteResult:
+    """Answer a gold vote like any other, so a labeler cannot tell gold items apart."""
+    if answer == UNSURE:
+        return VoteResult(item_id, Outcome.ESCALATED.value, None)
+    if overlap <= 1:
+        return VoteResult(item_id, Outcome.DECIDED.value, answer)
+    return VoteResult(item_id, Outcome.PENDING.value, None)
+
+
+def item_for(session: Session, principal: Principal, item_id: int) -> tuple[Item, Project]:
+    """Load an item (locked on PostgreSQL, so votes on it are serialised) and its project."""
     query = select(Item).where(Item.id == item_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # serialise votes on one item (overlap > 1)
+    if is_postgres(session):
+        query = query.with_for_update()
     item = session.scalar(query)
     if item is None:
         raise NotFound(f"no item {item_id}")
@@ -187,35 +188,40 @@ def _item_for(session: Session, principal: Principal, item_id: int) -> tuple[Ite
     return item, project
 
 
-def _live_lease(session: Session, item_id: int, user_id: int | None, fence: int) -> Lease:
+def live_lease(session: Session, item_id: int, user_id: int, fence: int) -> Lease:
+    """The caller's live lease with this fence; AlreadyVoted or Conflict otherwise."""
     lease = session.scalar(
         select(Lease).where(
-            and_(
-                Lease.item_id == item_id,
-                Lease.user_id == user_id,
-                Lease.fence == fence,
-                Lease.state == "active",
-                Lease.expires_at > utcnow(),
-            )
+            Lease.item_id == item_id,
+            Lease.user_id == user_id,
+            Lease.fence == fence,
+            Lease.state == "active",
+            Lease.expires_at > utcnow(),
         )
     )
-    if lease is None:
-        raise Conflict(STALE_LEASE)
-    return lease
+    if lease is not None:
+        return lease
+    voted = select(Vote.id).where(
+        Vote.item_id == item_id, Vote.user_id == user_id, Vote.fence == fence
+    )
+    if session.scalar(voted) is not None:
+        raise AlreadyVoted()
+    raise Conflict(STALE_LEASE)
 
 
-def _decide(session: Session, item: Item, label: str, source: str) -> None:
+def decide(session: Session, item: Item, label: str, source: str) -> None:
+    """Mark the item decided with this label and tell the model service (via the outbox)."""
     item.status = "decided"
     session.add(Decision(item_id=item.id, project_id=item.project_id, label=label, source=source))
     session.add(OutboxMessage(kind="label_decided", payload={"item_id": item.id, "label": label}))
 
 
 def release(db: Database, principal: Principal, item_id: int, fence: int) -> None:
-    """Give the item back to the pool (skip)."""
-    _require_labeler(principal)
+    """Give the item back to the pool (skip); it stays hidden from this labeler for a while."""
+    user_id = require_labeler(principal)
     with db.transaction() as session:
-        _item_for(session, principal, item_id)
-        lease = _live_lease(session, item_id, principal.user_id, fence)
+        item_for(session, principal, item_id)
+        lease = live_lease(session, item_id, user_id, fence)
         lease.state = "released"
         lease.expires_at = utcnow(SKIP_HIDE_SECONDS)
 
@@ -224,10 +230,10 @@ def extend(
     db: Database, principal: Principal, item_id: int, fence: int, lease_seconds: int
 ) -> datetime:
     """Push the lease's expiry forward (heartbeat from an open page)."""
-    _require_labeler(principal)
+    user_id = require_labeler(principal)
     with db.transaction() as session:
-        _item_for(session, principal, item_id)
-        lease = _live_lease(session, item_id, principal.user_id, fence)
+        item_for(session, principal, item_id)
+        lease = live_lease(session, item_id, user_id, fence)
         lease.expires_at = utcnow(lease_seconds)
         session.flush()
         session.refresh(lease)

@@ -8,7 +8,7 @@ from flask import Flask, Response
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
-from feedback.web import api, auth, pages, review
+from feedback.web import admin, api, auth, pages, review
 from feedback.web.context import csrf
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     csrf.init_app(app)
     for blueprint in api.BLUEPRINTS:
         csrf.exempt(blueprint)  # the API checks bearer tokens, or CSRF itself for session callers
-    for blueprint in (auth.bp, pages.bp, review.bp, *api.BLUEPRINTS):
+    for blueprint in (auth.bp, pages.bp, review.bp, admin.bp, *api.BLUEPRINTS):
         app.register_blueprint(blueprint)
     app.jinja_env.globals["zip"] = zip
     app.after_request(_security_headers)
