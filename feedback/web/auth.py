@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
@@ -30,10 +32,20 @@ def login() -> str | Response:
         return render_template("auth/login.html", error=error.message, email=email), 401  # type: ignore[return-value]
     _end_session()
     session["token"] = token  # a fresh server-side session: the old id is never reused
-    target = request.args.get("next", "")
-    return redirect(
-        target if target.startswith("/") and not target.startswith("//") else url_for("pages.index")
-    )
+    return redirect(safe_next(request.args.get("next", "")) or url_for("pages.index"))
+
+
+def safe_next(target: str) -> str | None:
+    """Return `target` only if it is a path on this site (no scheme, no host, no tricks).
+
+    Browsers drop tabs and newlines and read a backslash as a slash, so `/\t/evil.test`
+    would leave the site: clean the same way before checking.
+    """
+    cleaned = target.replace("\t", "").replace("\r", "").replace("\n", "").replace("\\", "/")
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or not cleaned.startswith("/") or cleaned.startswith("//"):
+        return None
+    return cleaned
 
 
 @bp.post("/logout")

@@ -118,3 +118,18 @@ def test_only_admins_request_retrains_from_the_page(client: FlaskClient, db: Dat
     assert admin.post("/projects/demo/retrain", data={"csrf_token": csrf_of(page)}).status_code == 302
     with db.read() as session:
         assert session.scalars(select(RetrainRun.status)).all() == ["requested"]
+
+
+def test_login_never_redirects_off_site(client: FlaskClient, people: People) -> None:
+    for sneaky in ("//evil.test/x", "/%09/evil.test/x", "/\t/evil.test/x", "/\\evil.test", "https://evil.test/"):
+        token = csrf_of(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", query_string={"next": sneaky},
+                               data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token})
+        assert response.status_code == 302
+        location = response.headers["Location"]
+        as_browser_reads_it = location.replace("\t", "").replace("\\", "/")
+        assert as_browser_reads_it.startswith("/"), sneaky
+        assert not as_browser_reads_it.startswith("//"), sneaky
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    fine = client.post("/login?next=/projects/demo", data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token})
+    assert fine.headers["Location"].endswith("/projects/demo")
