@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+Route = Literal["review", "auto", "audit", "seed"]
+QueuePolicy = Literal["reject", "defer"]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,6 +32,12 @@ class PredictionIn(Strict):
     display: dict[str, Any] | None = None
 
 
+class PredictionsIn(Strict):
+    """A batch of predictions; all are stored or none."""
+
+    items: list[PredictionIn] = Field(min_length=1)
+
+
 class PredictInputIn(Strict):
     """One input for the champion to predict."""
 
@@ -37,17 +46,140 @@ class PredictInputIn(Strict):
     display: dict[str, Any] | None = None
 
 
+class PredictIn(Strict):
+    """A batch of inputs for the champion; all are stored or none."""
+
+    items: list[PredictInputIn] = Field(min_length=1)
+
+
 class ItemResult(BaseModel):
+    """What happened to one posted prediction."""
+
     external_id: str
     id: int
-    route: Literal["review", "auto", "audit", "seed"]
+    route: Route
     uncertainty: float
     status: str
     duplicate: bool
+    deferred: bool = Field(
+        default=False, description="queued as auto because the review queue was full"
+    )
 
 
 class PredictionsOut(BaseModel):
+    """The outcome of each item, in request order."""
+
     items: list[ItemResult]
+    deferred: int = Field(default=0, description="how many review items the full queue deferred")
+    queue_full: QueuePolicy = Field(
+        default="reject", description="what the project does with review items when full"
+    )
+
+
+class PredictedItem(ItemResult):
+    """A champion prediction and what happened to its item."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictOut(BaseModel):
+    model_version: int
+    items: list[PredictedItem]
+    deferred: int = 0
+    queue_full: QueuePolicy = "reject"
+
+
+class ModelOut(BaseModel):
+    """The champion model: where it came from and how it scored on the holdout."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int
+    created_at: str
+    metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any]
+    train_size: int
+    holdout_size: int
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    library_versions: dict[str, Any]
+
+
+class LabelOut(BaseModel):
+    """One decided label; `cursor` resumes the export right after it."""
+
+    cursor: str
+    item_id: int
+    external_id: str
+    label: str
+    source: str
+    holdout: bool
+    input: dict[str, Any]
+    decided_at: str
+    previous_label: str | None = None
+    corrected_at: str | None = None
+
+
+class LabelsOut(BaseModel):
+    items: list[LabelOut]
+    next_cursor: str | None = Field(description="pass as `after` to continue; null when empty")
+    has_more: bool
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+    index: int | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+    retry_after: int | None = None
+    queue_full: QueuePolicy | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error: a machine-readable code, a message, and the bad fields."""
+
+    error: ErrorBody
+
+
+class RetrainOut(BaseModel):
+    run: int
+
+
+class RunOut(BaseModel):
+    id: int
+    status: str
+    stage: str | None
+    trigger: str
+    attempts: int
+    error: str | None
+    model_version_id: int | None
+
+
+class MeOut(BaseModel):
+    """Who a token speaks for: a service token names its one project."""
+
+    role: str
+    project: str | None
+    email: str | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class WebhookEvent(BaseModel):
+    """The JSON body POSTed to a project's webhook, signed in `X-Feedback-Signature`."""
+
+    id: str
+    type: Literal["label_decided", "promoted"]
+    created_at: str
+    project: str
+    data: dict[str, Any]
 
 
 class VoteIn(Strict):

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from feedback.web.api import models, predictions, queue
+from feedback.web.api import docs, labels, models, predictions, queue
 
-BLUEPRINTS: tuple[Blueprint, ...] = (predictions.bp, models.bp, queue.bp)
+BLUEPRINTS: tuple[Blueprint, ...] = (predictions.bp, models.bp, queue.bp, labels.bp, docs.bp)

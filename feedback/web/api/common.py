@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -18,11 +19,19 @@ from feedback.domain.errors import (
     NotFound,
     Unavailable,
 )
-from feedback.services import users
+from feedback.services import idempotency, users
+from feedback.services.ingest import QueueFull
 from feedback.services.users import Principal
 from feedback.web.context import csrf, db, session_principal, settings
 
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403, Unavailable: 503}
+STATUS = {
+    QueueFull: 429,
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Unavailable: 503,
+}
 
 
 class ApiError(Exception):
@@ -34,9 +43,13 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[FieldError] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[FieldError] | None = None,
+    **extra: Any,
 ) -> tuple[Response, int]:
-    body: dict[str, Any] = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
     if details is not None:
         body["details"] = [d.as_dict() for d in details]
     return jsonify({"error": body}), status
@@ -57,7 +70,17 @@ def _api_error(error: ApiError) -> tuple[Response, int]:
 
 def _domain_error(error: DomainError) -> tuple[Response, int]:
     details = error.details if isinstance(error, InvalidInput) else None
-    return error_response(STATUS.get(type(error), 400), error.code, error.message, details)
+    status = next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 400)
+    extra: dict[str, Any] = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        extra["retry_after"] = retry_after
+    if isinstance(error, QueueFull):
+        extra["queue_full"] = "reject"
+    response, status = error_response(status, error.code, error.message, details, **extra)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response, status
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:
@@ -77,6 +100,9 @@ def principal() -> Principal:
         )
         if found is None:
             raise ApiError(401, "unauthorized", "the bearer token is missing, unknown or revoked")
+        g.api_scope = (
+            "token:" + hashlib.sha256(b"idempotency:" + token.strip().encode()).hexdigest()
+        )
     else:
         found = session_principal()
         if found is None:
@@ -86,8 +112,35 @@ def principal() -> Principal:
                 csrf.protect()
             except CSRFError as error:
                 raise ApiError(400, "csrf", str(error.description)) from error
+        g.api_scope = f"user:{found.user_id}"
     g.api_principal = found
     return found
+
+
+def keyed(body: Any) -> idempotency.Keyed | None:
+    """The caller's Idempotency-Key for this request, scoped to its token; None without one."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    problem = idempotency.key_problem(key)
+    if problem is not None:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"bad {idempotency.HEADER}",
+            [FieldError(idempotency.HEADER, problem)],
+        )
+    principal()
+    digest = idempotency.request_digest(request.method, request.path, body)
+    return idempotency.Keyed(scope=g.api_scope, key=key, digest=digest)
+
+
+def answer_response(answer: idempotency.Answer) -> Response:
+    """The JSON answer; a replay says so in `Idempotent-Replayed: true`."""
+    response = jsonify(answer.body)
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def json_body() -> dict[str, Any]:
@@ -109,6 +162,14 @@ def json_body() -> dict[str, Any]:
 
 def items_of(body: dict[str, Any]) -> list[Any]:
     """The `items` list of a batch body, within the batch limit."""
+    unknown = sorted(set(body) - {"items"})
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "the body has unknown fields",
+            [FieldError(name[:100], "is not a known field") for name in unknown[:20]],
+        )
     items = body.get("items")
     if not isinstance(items, list) or not items:
         raise ApiError(
@@ -123,6 +184,7 @@ def items_of(body: dict[str, Any]) -> list[Any]:
 
 
 def parse(model: Any, body: dict[str, Any]) -> Any:
+    """Validate a body with a pydantic model; 422 naming each bad field."""
     try:
         return model.model_validate(body)
     except ValidationError as error:
