@@ -142,7 +142,11 @@ class People:
 def people(db: Database) -> People:
     """An admin, a labeler who is a member of the `demo` project, and one who is not."""
     made = {}
-    for email, role in (("admin@test.io", "admin"), ("labeler@test.io", "labeler"), ("other@test.io", "labeler")):
+    for email, role in (
+        ("admin@test.io", "admin"),
+        ("labeler@test.io", "labeler"),
+        ("other@test.io", "labeler"),
+    ):
         user_id = users.create_user(db, email, PASSWORD, role)
         made[email] = users.Principal(user_id=user_id, role=role, email=email)
     return People(made["admin@test.io"], made["labeler@test.io"], made["other@test.io"])
@@ -150,8 +154,18 @@ def people(db: Database) -> People:
 
 def text_seed(count: int = 80) -> list[Example]:
     """Separable seed data: positive and negative phrases."""
-    good = ["great product, works well", "love it, excellent", "very good value", "fantastic and fast"]
-    bad = ["terrible, broke at once", "awful quality, hate it", "very bad value", "slow and useless"]
+    good = [
+        "great product, works well",
+        "love it, excellent",
+        "very good value",
+        "fantastic and fast",
+    ]
+    bad = [
+        "terrible, broke at once",
+        "awful quality, hate it",
+        "very bad value",
+        "slow and useless",
+    ]
     return [
         Example({"text": f"{(good if i % 2 else bad)[i % 4]} #{i}"}, "pos" if i % 2 else "neg")
         for i in range(count)
@@ -161,8 +175,14 @@ def text_seed(count: int = 80) -> list[Example]:
 @pytest.fixture
 def project(db: Database, people: People) -> str:
     """A text project `demo` (labels neg/pos) with seed data; the labeler is a member."""
-    spec = projects.ProjectSpec(slug="demo", labels=["neg", "pos"], input_kind="text", threshold=0.8,
-                                audit_rate=0.0, promotion_min_holdout=10)
+    spec = projects.ProjectSpec(
+        slug="demo",
+        labels=["neg", "pos"],
+        input_kind="text",
+        threshold=0.8,
+        audit_rate=0.0,
+        promotion_min_holdout=10,
+    )
     projects.create_project(db, spec, text_seed())
     projects.add_member(db, "demo", "labeler@test.io")
     return "demo"
@@ -182,5 +202,7 @@ def login(client: FlaskClient, email: str = "labeler@test.io", password: str = P
     """Log a test client in through the real form (CSRF token included)."""
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+    response = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token}
+    )
     assert response.status_code == 302, response.get_data(as_text=True)

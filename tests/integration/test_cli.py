@@ -20,20 +20,41 @@ pytestmark = pytest.mark.usefixtures("backend")
 
 
 def invoke(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {"FEEDBACK_DATABASE_URL": settings.database_url, "FEEDBACK_INSTANCE_PATH": str(settings.instance_path)}
+    env = {
+        "FEEDBACK_DATABASE_URL": settings.database_url,
+        "FEEDBACK_INSTANCE_PATH": str(settings.instance_path),
+    }
     result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     return result.exit_code, result.output
 
 
 def test_users_projects_and_tokens(settings: Settings, db: Database, tmp_path: Path) -> None:
     seed = tmp_path / "seed.csv"
-    seed.write_text("text,label\n" + "".join(f"good thing {i},pos\nbad thing {i},neg\n" for i in range(20)))
-    assert invoke(settings, "users", "create", "Boss@Example.com", "--role", "admin", "--password", "longpassword")[0] == 0
-    code, out = invoke(settings, "projects", "create", "reviews", "--labels", "neg,pos", "--seed-data", str(seed))
-    assert code == 0 and "40 seed examples" in out
+    seed.write_text(
+        "text,label\n" + "".join(f"good thing {i},pos\nbad thing {i},neg\n" for i in range(20))
+    )
+    assert (
+        invoke(
+            settings,
+            "users",
+            "create",
+            "Boss@Example.com",
+            "--role",
+            "admin",
+            "--password",
+            "longpassword",
+        )[0]
+        == 0
+    )
+    code, out = invoke(
+        settings, "projects", "create", "reviews", "--labels", "neg,pos", "--seed-data", str(seed)
+    )
+    assert code == 0
+    assert "40 seed examples" in out
     code, out = invoke(settings, "tokens", "create", "--project", "reviews")
     token = out.strip()
-    assert code == 0 and token.startswith("fb_")
+    assert code == 0
+    assert token.startswith("fb_")
     assert users.principal_for_token(db, token) is not None
     with db.read() as session:
         assert session.scalar(select(User.email)) == "boss@example.com"
@@ -42,15 +63,25 @@ def test_users_projects_and_tokens(settings: Settings, db: Database, tmp_path: P
         assert token not in str(session.scalars(select(ApiToken.token_hash)).all())  # stored hashed
 
 
-def test_bad_input_is_a_clear_error_and_changes_nothing(settings: Settings, db: Database, tmp_path: Path) -> None:
+def test_bad_input_is_a_clear_error_and_changes_nothing(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
     seed = tmp_path / "seed.jsonl"
-    seed.write_text('{"text": "ok", "label": "pos"}\n{"text": "no label"}\n{"text": "x", "label": "maybe"}\n')
-    code, out = invoke(settings, "projects", "create", "p", "--labels", "neg,pos", "--seed-data", str(seed))
-    assert code != 0 and "row 1" in out
+    seed.write_text(
+        '{"text": "ok", "label": "pos"}\n{"text": "no label"}\n{"text": "x", "label": "maybe"}\n'
+    )
+    code, out = invoke(
+        settings, "projects", "create", "p", "--labels", "neg,pos", "--seed-data", str(seed)
+    )
+    assert code != 0
+    assert "row 1" in out
     code, out = invoke(settings, "projects", "create", "Bad Slug!", "--labels", "neg")
-    assert code != 0 and "slug" in out and "labels" in out
+    assert code != 0
+    assert "slug" in out
+    assert "labels" in out
     code, out = invoke(settings, "users", "create", "x@y.z", "--password", "short")
-    assert code != 0 and "password" in out
+    assert code != 0
+    assert "password" in out
     with db.read() as session:
         assert session.scalar(select(func.count(Project.id))) == 0
         assert session.scalar(select(func.count(User.id))) == 0
@@ -61,7 +92,9 @@ def test_retrain_wait_reports_the_outcome(settings: Settings, db: Database, proj
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with db.read() as session:
-                run_id = session.scalar(select(RetrainRun.id).where(RetrainRun.status == "requested"))
+                run_id = session.scalar(
+                    select(RetrainRun.id).where(RetrainRun.status == "requested")
+                )
             if run_id is not None:
                 retrain.execute_retrain(db, settings, run_id)
                 return

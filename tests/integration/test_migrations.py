@@ -61,4 +61,6 @@ def test_models_and_migrations_agree(empty_url: str) -> None:
             differences = compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
-    assert differences == [], f"models and migrations disagree; autogenerate a migration: {differences}"
+    assert differences == [], (
+        f"models and migrations disagree; autogenerate a migration: {differences}"
+    )

@@ -46,12 +46,15 @@ def test_consensus() -> None:
     assert majority(["a"], 1).outcome is Outcome.DECIDED
     assert majority(["a"], 2).outcome is Outcome.PENDING
     assert majority(["a", "b"], 2).outcome is Outcome.ESCALATED
-    assert majority(["a", "a", "b"], 3) .label == "a"
+    assert majority(["a", "a", "b"], 3).label == "a"
     assert majority(["unsure"], 1).outcome is Outcome.ESCALATED
 
 
 def _scores(value: float, per_class: dict[str, float] | None = None) -> Scores:
-    return Scores({"macro_f1": value, "accuracy": value, "log_loss": 1 - value}, per_class or {"a": value, "b": value})
+    return Scores(
+        {"macro_f1": value, "accuracy": value, "log_loss": 1 - value},
+        per_class or {"a": value, "b": value},
+    )
 
 
 POLICY = PromotionPolicy(min_holdout=10)
@@ -74,7 +77,10 @@ def test_worse_than_champion_or_baseline_is_not_promoted() -> None:
 def test_nan_tiny_holdout_missing_class_and_class_regression_block_promotion() -> None:
     assert "not a number" in decide(_scores(math.nan), _scores(0.3), None, 50, (), POLICY).summary
     assert "holdout has 5" in decide(_scores(0.9), _scores(0.3), None, 5, (), POLICY).summary
-    assert "missing from training: b" in decide(_scores(0.9), _scores(0.3), None, 50, ("b",), POLICY).summary
+    assert (
+        "missing from training: b"
+        in decide(_scores(0.9), _scores(0.3), None, 50, ("b",), POLICY).summary
+    )
     worse_b = _scores(0.9, {"a": 1.0, "b": 0.5})
     verdict = decide(worse_b, _scores(0.3), _scores(0.85, {"a": 0.8, "b": 0.9}), 50, (), POLICY)
     assert not verdict.promote

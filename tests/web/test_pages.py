@@ -21,21 +21,37 @@ def csrf_of(page: str) -> str:
 
 def queue_items(db: Database, texts: list[str]) -> None:
     caller = users.Principal(user_id=None, role="admin")
-    ingest.submit_predictions(db, caller, "demo", [
-        {"external_id": f"x{i}", "input": {"text": t}, "probabilities": {"neg": 0.5, "pos": 0.5}}
-        for i, t in enumerate(texts)
-    ])
+    ingest.submit_predictions(
+        db,
+        caller,
+        "demo",
+        [
+            {
+                "external_id": f"x{i}",
+                "input": {"text": t},
+                "probabilities": {"neg": 0.5, "pos": 0.5},
+            }
+            for i, t in enumerate(texts)
+        ],
+    )
 
 
 def test_anonymous_visitors_go_to_login(client: FlaskClient) -> None:
     response = client.get("/")
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
 
 
-def test_wrong_password_and_unknown_user_get_the_same_message(client: FlaskClient, people: People) -> None:
+def test_wrong_password_and_unknown_user_get_the_same_message(
+    client: FlaskClient, people: People
+) -> None:
     token = csrf_of(client.get("/login").get_data(as_text=True))
-    wrong = client.post("/login", data={"email": "labeler@test.io", "password": "nope-nope", "csrf_token": token})
-    unknown = client.post("/login", data={"email": "ghost@test.io", "password": "nope-nope", "csrf_token": token})
+    wrong = client.post(
+        "/login", data={"email": "labeler@test.io", "password": "nope-nope", "csrf_token": token}
+    )
+    unknown = client.post(
+        "/login", data={"email": "ghost@test.io", "password": "nope-nope", "csrf_token": token}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert "unknown email or wrong password" in wrong.get_data(as_text=True)
     assert "unknown email or wrong password" in unknown.get_data(as_text=True)
@@ -49,13 +65,20 @@ def test_login_form_needs_csrf(client: FlaskClient, people: People) -> None:
 def test_repeated_failures_are_rate_limited(client: FlaskClient, people: People) -> None:
     token = csrf_of(client.get("/login").get_data(as_text=True))
     for _ in range(10):
-        client.post("/login", data={"email": "labeler@test.io", "password": "bad-password", "csrf_token": token})
-    blocked = client.post("/login", data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token})
+        client.post(
+            "/login",
+            data={"email": "labeler@test.io", "password": "bad-password", "csrf_token": token},
+        )
+    blocked = client.post(
+        "/login", data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token}
+    )
     assert blocked.status_code == 401
     assert "too many failed logins" in blocked.get_data(as_text=True)
 
 
-def test_login_rotates_the_session_and_logout_ends_it(client: FlaskClient, db: Database, people: People) -> None:
+def test_login_rotates_the_session_and_logout_ends_it(
+    client: FlaskClient, db: Database, people: People
+) -> None:
     login(client)
     login(client)
     with db.read() as session:
@@ -71,65 +94,97 @@ def test_labeler_sees_only_member_projects(client: FlaskClient, db: Database, pr
     projects.create_project(db, projects.ProjectSpec(slug="secret", labels=["a", "b"]))
     login(client)
     listing = client.get("/").get_data(as_text=True)
-    assert "/projects/demo" in listing and "/projects/secret" not in listing
+    assert "/projects/demo" in listing
+    assert "/projects/secret" not in listing
     assert client.get("/projects/secret").status_code == 404
     assert client.get("/projects/secret/label").status_code == 404
 
 
-def test_label_by_form_posts(client: FlaskClient, db: Database, project: str, people: People) -> None:
+def test_label_by_form_posts(
+    client: FlaskClient, db: Database, project: str, people: People
+) -> None:
     queue_items(db, ["first", "second"])
     login(client)
     page = client.get("/projects/demo/label").get_data(as_text=True)
     assert "Start labeling" in page
-    page = client.post("/projects/demo/label/claim", data={"csrf_token": csrf_of(page)}, follow_redirects=True).get_data(as_text=True)
+    page = client.post(
+        "/projects/demo/label/claim", data={"csrf_token": csrf_of(page)}, follow_redirects=True
+    ).get_data(as_text=True)
     action = re.search(r'action="(/projects/demo/items/\d+/vote)"', page)
     assert action is not None
     fence = re.search(r'name="fence" value="(\d+)"', page)
     assert fence is not None
-    response = client.post(action.group(1), data={"csrf_token": csrf_of(page), "label": "pos", "fence": fence.group(1), "seconds": "3"},
-                           follow_redirects=True)
+    response = client.post(
+        action.group(1),
+        data={"csrf_token": csrf_of(page), "label": "pos", "fence": fence.group(1), "seconds": "3"},
+        follow_redirects=True,
+    )
     assert 'data-key="1"' in response.get_data(as_text=True)  # the next item is shown
     with db.read() as session:
         votes = session.scalars(select(Vote)).all()
     assert [(v.answer, v.seconds) for v in votes] == [("pos", 3.0)]
 
 
-def test_item_text_is_escaped_and_csp_is_strict(client: FlaskClient, db: Database, project: str) -> None:
+def test_item_text_is_escaped_and_csp_is_strict(
+    client: FlaskClient, db: Database, project: str
+) -> None:
     queue_items(db, ["<img src=x onerror=alert(1)>"])
     login(client)
     page = client.get("/projects/demo/label").get_data(as_text=True)
-    response = client.post("/projects/demo/label/claim", data={"csrf_token": csrf_of(page)}, follow_redirects=True)
+    response = client.post(
+        "/projects/demo/label/claim", data={"csrf_token": csrf_of(page)}, follow_redirects=True
+    )
     html = response.get_data(as_text=True)
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<img src=x" not in html
     csp = response.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    assert "<script>" not in html and "onclick" not in html
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "<script>" not in html
+    assert "onclick" not in html
 
 
-def test_only_admins_request_retrains_from_the_page(client: FlaskClient, db: Database, project: str, people: People) -> None:
+def test_only_admins_request_retrains_from_the_page(
+    client: FlaskClient, db: Database, project: str, people: People
+) -> None:
     login(client)
     page = client.get("/projects/demo").get_data(as_text=True)
     assert "Retrain now" not in page
-    assert client.post("/projects/demo/retrain", data={"csrf_token": csrf_of(page)}).status_code == 403
+    assert (
+        client.post("/projects/demo/retrain", data={"csrf_token": csrf_of(page)}).status_code == 403
+    )
     admin = client.application.test_client()
     login(admin, "admin@test.io")
     page = admin.get("/projects/demo").get_data(as_text=True)
-    assert admin.post("/projects/demo/retrain", data={"csrf_token": csrf_of(page)}).status_code == 302
+    assert (
+        admin.post("/projects/demo/retrain", data={"csrf_token": csrf_of(page)}).status_code == 302
+    )
     with db.read() as session:
         assert session.scalars(select(RetrainRun.status)).all() == ["requested"]
 
 
 def test_login_never_redirects_off_site(client: FlaskClient, people: People) -> None:
-    for sneaky in ("//evil.test/x", "/%09/evil.test/x", "/\t/evil.test/x", "/\\evil.test", "https://evil.test/"):
+    for sneaky in (
+        "//evil.test/x",
+        "/%09/evil.test/x",
+        "/\t/evil.test/x",
+        "/\\evil.test",
+        "https://evil.test/",
+    ):
         token = csrf_of(client.get("/login").get_data(as_text=True))
-        response = client.post("/login", query_string={"next": sneaky},
-                               data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token})
+        response = client.post(
+            "/login",
+            query_string={"next": sneaky},
+            data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token},
+        )
         assert response.status_code == 302
         location = response.headers["Location"]
         as_browser_reads_it = location.replace("\t", "").replace("\\", "/")
         assert as_browser_reads_it.startswith("/"), sneaky
         assert not as_browser_reads_it.startswith("//"), sneaky
     token = csrf_of(client.get("/login").get_data(as_text=True))
-    fine = client.post("/login?next=/projects/demo", data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token})
+    fine = client.post(
+        "/login?next=/projects/demo",
+        data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token},
+    )
     assert fine.headers["Location"].endswith("/projects/demo")
