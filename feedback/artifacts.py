@@ -19,10 +19,13 @@ import skops.io as sio
 
 log = logging.getLogger(__name__)
 
-# Types skops does not trust by default but that the built-in pipelines contain.
+# scikit-learn's own types that skops does not trust by default: the built-in histogram
+# gradient boosting needs the first, every tree ensemble (random forests, gradient boosting,
+# a user factory's decision tree) the second. Anything else a project trusts by name.
 EXTRA_TRUSTED_TYPES = frozenset(
     {
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.tree._tree.Tree",
     }
 )
 
@@ -38,20 +41,54 @@ class StoredArtifact:
     size: int
 
 
-def save(model: Any, folder: Path) -> StoredArtifact:
-    """Serialise `model` with skops into `folder`, named by its digest, written atomically."""
+def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredArtifact:
+    """Serialise `model` with skops into `folder`, named by its digest, written atomically.
+
+    The bytes are checked against the allowlist first, so a model the loader would refuse
+    is never stored. A file already there under the same name is reused only if it verifies.
+
+    Raises:
+        ArtifactError: the model holds types outside the allowlist.
+    """
     data = sio.dumps(model)
+    refused = sorted(untrusted_types(data, "the new model") - allowed_types(extra_trusted))
+    if refused:
+        raise ArtifactError(
+            f"the fitted pipeline contains types that are not trusted: {refused}; "
+            "add them to the project's trusted_types if you wrote them"
+        )
     digest = hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{digest}.skops"
-    if not target.exists():
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    if not _verifies(target, digest):
+        _write_atomically(folder, target, data)
+    return StoredArtifact(path=str(target), sha256=digest, size=len(data))
+
+
+def _verifies(path: Path, sha256: str) -> bool:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except OSError:
+        return False
+
+
+def _write_atomically(folder: Path, target: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, rename over the target, then fsync the folder."""
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, target)
-    return StoredArtifact(path=str(target), sha256=digest, size=len(data))
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def read_verified(path: str | Path, sha256: str) -> bytes:
@@ -59,6 +96,7 @@ def read_verified(path: str | Path, sha256: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
+        log.error("model file %s refused: %s", path, error)
         raise ArtifactError(f"model file {path} cannot be read: {error}") from error
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
@@ -67,19 +105,30 @@ def read_verified(path: str | Path, sha256: str) -> bytes:
     return data
 
 
+def allowed_types(extra_trusted: Iterable[str] = ()) -> frozenset[str]:
+    """Types trusted beyond skops' defaults: the built-ins' and a project's own."""
+    return EXTRA_TRUSTED_TYPES | frozenset(extra_trusted)
+
+
+def untrusted_types(data: bytes, name: str) -> set[str]:
+    """The types in a skops file that skops does not trust by default (nothing is built)."""
+    try:
+        return set(sio.get_untrusted_types(data=data))
+    except Exception as error:  # a corrupt archive or a pickle raises many different errors
+        log.error("model file %s refused: not a valid skops file: %s", name, error)
+        raise ArtifactError(f"model file {name} is not a valid skops file: {error}") from error
+
+
 def load(path: str | Path, sha256: str, extra_trusted: Iterable[str] = ()) -> Any:
     """Verify the digest, refuse unknown types, then build the model with skops."""
     data = read_verified(path, sha256)
-    allowed = EXTRA_TRUSTED_TYPES | frozenset(extra_trusted)
-    try:
-        untrusted = set(sio.get_untrusted_types(data=data))
-    except Exception as error:  # a corrupt archive raises many different errors
-        raise ArtifactError(f"model file {path} is not a valid skops file: {error}") from error
-    refused = sorted(untrusted - allowed)
+    untrusted = untrusted_types(data, str(path))
+    refused = sorted(untrusted - allowed_types(extra_trusted))
     if refused:
         log.error("model file %s refused: untrusted types %s", path, refused)
         raise ArtifactError(f"model file {path} contains types that are not allowed: {refused}")
     try:
         return sio.loads(data, trusted=sorted(untrusted))
     except Exception as error:
+        log.error("model file %s refused: %s", path, error)
         raise ArtifactError(f"model file {path} could not be loaded: {error}") from error

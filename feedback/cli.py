@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -14,7 +15,15 @@ from feedback.config import ConfigError, Settings
 from feedback.db.engine import Database, make_database
 from feedback.db.migrate import upgrade
 from feedback.domain.errors import DomainError, InvalidInput
-from feedback.services import projects, retrain, users
+from feedback.services import (
+    lineage,
+    projects,
+    retrain,
+    rollback,
+    run_report,
+    training_config,
+    users,
+)
 from feedback.services.seed_files import read_seed_file
 
 ADMIN = users.Principal(user_id=None, role="admin")
@@ -177,6 +186,40 @@ def tokens_create(ctx: Context, project_slug: str | None, email: str | None, nam
     click.echo(_run(lambda: users.create_token(ctx.db, name, project_slug, email)))
 
 
+@projects_group.command("training")
+@click.argument("slug")
+@click.option("--model-spec", default=None, help="A built-in, or 'package.module:function'.")
+@click.option(
+    "--trust",
+    "trusted",
+    multiple=True,
+    help="A type the model loader may build for this project (repeatable; replaces the list).",
+)
+@click.option("--clear-trust", is_flag=True, help="Trust no extra types.")
+@click.option("--incremental/--no-incremental", default=None, help="Fold in only new labels.")
+@click.option("--full-refit-every", type=int, default=None, help="Refit in full every N runs.")
+@pass_context
+def projects_training(
+    ctx: Context,
+    slug: str,
+    model_spec: str | None,
+    trusted: tuple[str, ...],
+    clear_trust: bool,
+    incremental: bool | None,
+    full_refit_every: int | None,
+) -> None:
+    """Change how a project trains: model spec, trusted types, incremental mode."""
+    change = training_config.TrainingChange(
+        model_spec=model_spec,
+        trusted_types=[] if clear_trust else (list(trusted) if trusted else None),
+        incremental=incremental,
+        full_refit_every=full_refit_every,
+    )
+    now = _run(lambda: training_config.configure_training(ctx.db, ADMIN, slug, change))
+    for name, value in now.items():
+        click.echo(f"{name}: {value}")
+
+
 @main.command("retrain")
 @click.argument("slug")
 @click.option("--wait", is_flag=True, help="Wait until a worker finishes the run.")
@@ -188,13 +231,45 @@ def retrain_command(ctx: Context, slug: str, wait: bool, timeout: float) -> None
     click.echo(f"run {run_id} requested")
     deadline = time.monotonic() + timeout
     while wait:
-        run = retrain.run_status(ctx.db, ADMIN, slug, run_id)
-        if run.status not in retrain.ACTIVE:
-            click.echo(f"run {run_id} {run.status}{': ' + run.error if run.error else ''}")
-            sys.exit(0 if run.status in ("succeeded", "rejected") else 1)
+        run = run_report.describe_run(ctx.db, ADMIN, slug, run_id)
+        if run["status"] not in retrain.ACTIVE:
+            _echo_outcome(run)
+            sys.exit(0 if run["status"] in ("succeeded", "rejected") else 1)
         if time.monotonic() > deadline:
-            raise click.ClickException(f"run {run_id} still {run.status} after {timeout:.0f}s")
+            raise click.ClickException(f"run {run_id} still {run['status']} after {timeout:.0f}s")
         time.sleep(1.0)
+
+
+def _echo_outcome(run: dict[str, Any]) -> None:
+    decision = run["report"].get("decision") or {}
+    reason = run["error"] or decision.get("reason") or ""
+    version = f" (v{run['model_version']})" if run["model_version"] else ""
+    click.echo(f"run {run['id']} {run['status']}{version}{': ' + reason if reason else ''}")
+
+
+@main.command("rollback")
+@click.argument("slug")
+@click.argument("version", type=click.IntRange(min=1))
+@pass_context
+def rollback_command(ctx: Context, slug: str, version: int) -> None:
+    """Serve an earlier promoted VERSION again, with its routing settings; audited."""
+    done = _run(lambda: rollback.rollback(ctx.db, ADMIN, slug, version))
+    if not done.changed:
+        click.echo(f"v{version} is already the champion of {slug}")
+        return
+    routing = ", ".join(f"{k}={v}" for k, v in done.routing.items())
+    click.echo(f"{slug}: champion v{done.previous} -> v{done.current} ({routing}); re-score queued")
+
+
+@main.command("changes")
+@click.argument("slug")
+@click.argument("since", type=click.IntRange(min=1))
+@click.option("--until", type=click.IntRange(min=1), default=None, help="A later version.")
+@pass_context
+def changes_command(ctx: Context, slug: str, since: int, until: int | None) -> None:
+    """Say what changed since version SINCE (up to now, or to --until), as JSON."""
+    found = _run(lambda: lineage.changes_since(ctx.db, ADMIN, slug, since, until))
+    click.echo(json.dumps(found, indent=2, default=str))
 
 
 @main.command("run")

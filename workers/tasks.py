@@ -11,7 +11,7 @@ from celery.signals import worker_process_init
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
-from feedback.services import models, outbox, retrain
+from feedback.services import models, outbox, retrain, webhooks
 
 log = logging.getLogger(__name__)
 _databases: dict[int, Database] = {}
@@ -42,7 +42,7 @@ def register(app: Celery) -> None:
     def tick() -> int:
         """Request due retrains, then hand the outbox to the broker; return how many sent."""
         db = database(app)
-        retrain.schedule_due(db)
+        retrain.schedule_due(db, app.feedback_settings)  # type: ignore[attr-defined]
         messages = outbox.pending(db)
         sent = []
         for message in messages:
@@ -62,9 +62,33 @@ def register(app: Celery) -> None:
         return status
 
     @app.task(name="workers.tasks.rescore", ignore_result=True, acks_late=True)
-    def rescore(project_id: int) -> int:
-        """Re-score the waiting queue with the project's champion."""
-        return models.rescore_queue(database(app), project_id)
+    def rescore(project_id: int, run_id: int | None = None) -> int:
+        """Re-score the waiting queue with the project's champion (progress on the run)."""
+        return models.rescore_queue(database(app), project_id, run_id)
+
+    for kind in webhooks.KINDS:
+        _register_webhook(app, kind)
 
 
-KINDS = {"retrain": "workers.tasks.retrain", "rescore": "workers.tasks.rescore"}
+def _register_webhook(app: Celery, kind: str) -> None:
+    """Define the task that delivers one kind of webhook event, retrying with backoff."""
+    name = KINDS[kind]
+
+    @app.task(name=name, ignore_result=True, acks_late=True, soft_time_limit=60, time_limit=90)
+    def deliver_webhook(outbox_id: int | None = None, **payload: Any) -> str:
+        """POST the event to the project's webhook; schedule the next attempt if it failed."""
+        settings: Settings = app.feedback_settings  # type: ignore[attr-defined]
+        result = webhooks.deliver(database(app), settings, kind, payload, outbox_id)
+        if result.retry_in is not None:
+            app.send_task(name, kwargs={"outbox_id": result.outbox_id}, countdown=result.retry_in)
+        if result.error and result.outcome != "skipped":
+            log.warning("webhook %s %s: %s", result.outbox_id, result.outcome, result.error)
+        return result.outcome
+
+
+KINDS = {
+    "retrain": "workers.tasks.retrain",
+    "rescore": "workers.tasks.rescore",
+    "label_decided": "workers.tasks.webhook_label_decided",
+    "promoted": "workers.tasks.webhook_promoted",
+}

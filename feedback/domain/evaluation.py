@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from feedback.domain.promotion import Scores
+from feedback.domain.promotion import METRICS, Scores
 
 
 def aligned_probabilities(model: Any, inputs: Any, labels: Sequence[str]) -> np.ndarray:
@@ -34,6 +34,18 @@ def evaluate(model: Any, inputs: Any, truth: Sequence[str], labels: Sequence[str
         "macro_f1": float(
             f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0.0)
         ),
-        "log_loss": float(log_loss(truth, np.clip(probabilities, 1e-15, 1.0), labels=list(labels))),
+        "log_loss": _log_loss(truth, probabilities, labels),
     }
     return Scores(metrics=metrics, per_class=dict(zip(labels, map(float, per_class), strict=True)))
+
+
+def _log_loss(truth: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> float:
+    """Log-loss with the columns put in sorted label order, as scikit-learn expects them."""
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    clipped = np.clip(probabilities[:, order], 1e-15, 1.0)
+    return float(log_loss(truth, clipped, labels=[labels[i] for i in order]))
+
+
+def no_scores() -> Scores:
+    """Scores of a model that could not be judged (an empty holdout): every metric NaN."""
+    return Scores(metrics=dict.fromkeys(METRICS, float("nan")), per_class={})

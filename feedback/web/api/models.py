@@ -1,15 +1,26 @@
-"""The champion model, its file, and retrain runs."""
+"""The champion model, its file, every version's lineage, rollback, and retrain runs."""
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request
+from dataclasses import asdict
 
-from feedback.domain.errors import Forbidden
-from feedback.services import models, retrain
-from feedback.web.api.common import api_blueprint, principal
+from flask import Response, jsonify, request
+from pydantic import Field
+
+from feedback.domain.errors import FieldError, Forbidden, InvalidInput
+from feedback.schemas import Strict
+from feedback.services import lineage, models, retrain, rollback, run_report
+from feedback.web.api.common import api_blueprint, json_body, parse, principal
 from feedback.web.context import db
 
 bp = api_blueprint("api_models")
+INT64_MAX = 2**63 - 1
+
+
+class ChampionIn(Strict):
+    """Point the champion at an earlier version (a rollback)."""
+
+    version: int = Field(ge=1, le=INT64_MAX)
 
 
 @bp.get("/api/v1/projects/<slug>/model")
@@ -28,6 +39,33 @@ def get_model_artifact(slug: str) -> Response:
     return response.make_conditional(request)  # type: ignore[return-value]
 
 
+@bp.get("/api/v1/projects/<slug>/models")
+def get_models(slug: str) -> Response:
+    """List every model version, newest first, with its decision and metrics."""
+    return jsonify({"items": lineage.list_versions(db(), principal(), slug)})
+
+
+@bp.get("/api/v1/projects/<slug>/models/<int:version>")
+def get_version(slug: str, version: int) -> Response:
+    """Describe one version with its lineage and the report of the run that made it."""
+    return jsonify(lineage.version_detail(db(), principal(), slug, version))
+
+
+@bp.get("/api/v1/projects/<slug>/models/<int:version>/changes")
+def get_changes(slug: str, version: int) -> Response:
+    """Say what changed since `version`: new and corrected labels, versions, metrics."""
+    until = _int_arg("until")
+    return jsonify(lineage.changes_since(db(), principal(), slug, version, until))
+
+
+@bp.post("/api/v1/projects/<slug>/champion")
+def post_champion(slug: str) -> Response:
+    """Roll back: serve an earlier promoted version again (admins only); audited."""
+    caller = principal()
+    body = parse(ChampionIn, json_body())
+    return jsonify(asdict(rollback.rollback(db(), caller, slug, body.version)))
+
+
 @bp.post("/api/v1/projects/<slug>/retrain")
 def post_retrain(slug: str) -> tuple[Response, int]:
     """Request a retrain (admins and service tokens); coalesces with a run in progress."""
@@ -39,16 +77,16 @@ def post_retrain(slug: str) -> tuple[Response, int]:
 
 @bp.get("/api/v1/projects/<slug>/runs/<int:run_id>")
 def get_run(slug: str, run_id: int) -> Response:
-    """Report a retrain run's status and stage."""
-    run = retrain.run_status(db(), principal(), slug, run_id)
-    return jsonify(
-        {
-            "id": run.id,
-            "status": run.status,
-            "stage": run.stage,
-            "trigger": run.trigger,
-            "attempts": run.attempts,
-            "error": run.error,
-            "model_version_id": run.model_version_id,
-        }
-    )
+    """Report a retrain run: status, progress by stage, timings and decision."""
+    return jsonify(run_report.describe_run(db(), principal(), slug, run_id))
+
+
+def _int_arg(name: str) -> int | None:
+    """An optional positive integer query argument; 422 naming it when malformed."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= INT64_MAX:
+        message = f"'{name}' must be a version number"
+        raise InvalidInput(message, [FieldError(name, message)])
+    return int(raw)

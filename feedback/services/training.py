@@ -1,0 +1,177 @@
+"""The model work of one run: read the snapshot, fit (full or incremental), judge on the holdout."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from sklearn.dummy import DummyClassifier
+from sqlalchemy.orm import Session
+
+from feedback.artifacts import ArtifactError
+from feedback.db.models import ModelVersion, Project
+from feedback.domain import incremental, pipelines
+from feedback.domain.evaluation import evaluate, no_scores
+from feedback.domain.promotion import Scores
+from feedback.services import snapshots
+from feedback.services.models import load_version
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    """Seconds spent per stage of a run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        """Add the time the block takes to `stage`."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + spent, 4)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion a run started from: its version, and its model if the file verified."""
+
+    version: ModelVersion
+    model: Any | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Work:
+    """Everything one run reads before it fits."""
+
+    project: Project
+    champion: Champion | None
+    plan: incremental.Plan
+    snapshot: snapshots.Snapshot
+
+    @property
+    def spec(self) -> str:
+        return pipelines.resolve_spec(self.project.model_spec, self.project.input_kind)
+
+
+def prepare(session: Session, project: Project, version: ModelVersion | None) -> Work:
+    """Read the labels, load the champion, choose full or incremental, read the inputs."""
+    since = version.watermark if version is not None else 0
+    labels = snapshots.read_labels(session, project, since if project.incremental else 0)
+    champion = load_champion(version, project.trusted_types or ())
+    spec = pipelines.resolve_spec(project.model_spec, project.input_kind)
+    parent = _parent(session, champion, labels, project.full_refit_every)
+    new = sum(1 for e in labels.train if e.decision_id > since)
+    plan = incremental.plan(
+        project.incremental, parent, spec, project.labels, project.full_refit_every, new
+    )
+    snapshot = snapshots.read_inputs(session, project, labels, since if plan.incremental else 0)
+    return Work(project, champion, plan, snapshot)
+
+
+def load_champion(version: ModelVersion | None, trusted: Any) -> Champion | None:
+    """Load the champion through the verified loader; a refused file is reported, not raised."""
+    if version is None:
+        return None
+    try:
+        return Champion(version, load_version(version, trusted), None)
+    except ArtifactError as error:
+        log.error("champion v%s refused: %s", version.version, error)
+        return Champion(version, None, str(error))
+
+
+def _parent(
+    session: Session, champion: Champion | None, labels: snapshots.Labels, refit_every: int
+) -> incremental.Parent | None:
+    if champion is None or champion.model is None:
+        return None
+    version = champion.version
+    return incremental.Parent(
+        spec=version.spec,
+        supports_partial_fit=incremental.supports_partial_fit(champion.model),
+        classes=frozenset(str(c) for c in getattr(champion.model, "classes_", ())),
+        chain=_chain(session, version, refit_every),
+        unchanged=labels.digest_upto(version.watermark) == version.snapshot_digest,
+    )
+
+
+def _chain(session: Session, version: ModelVersion, limit: int) -> int:
+    """How many incremental updates lead to `version` since its last full refit."""
+    count = 0
+    current: ModelVersion | None = version
+    while current is not None and current.incremental and count <= limit:
+        count += 1
+        current = session.get(ModelVersion, current.parent_id) if current.parent_id else None
+    return count
+
+
+def fit(work: Work) -> Any:
+    """Fit the candidate: update a copy of the champion, or build and fit the pipeline."""
+    snapshot, kind = work.snapshot, work.project.input_kind
+    inputs = pipelines.as_model_input(snapshot.train_inputs, kind)
+    if work.plan.incremental and work.champion is not None:
+        return incremental.partial_fit(
+            work.champion.model, inputs, snapshot.train_labels, work.project.labels
+        )
+    if not snapshot.train_labels:
+        raise ValueError("the snapshot has no training examples")
+    return pipelines.build_pipeline(work.spec, kind).fit(inputs, snapshot.train_labels)
+
+
+def fit_baseline(labels: snapshots.Labels) -> DummyClassifier:
+    """The most-frequent-class baseline over every training label, fitted from class counts.
+
+    It never reads inputs, so one weighted example per class gives the same model as every
+    example (and costs nothing at 100,000 labels).
+    """
+    counts = Counter(e.label for e in labels.train) or Counter({"?": 1})
+    classes = sorted(counts)
+    weights = [counts[c] for c in classes]
+    return pipelines.baseline().fit(np.zeros((len(classes), 1)), classes, sample_weight=weights)
+
+
+def judge(work: Work, candidate: Any, baseline: Any) -> dict[str, Scores]:
+    """Score candidate, baseline and champion on the same holdout."""
+    snapshot, project = work.snapshot, work.project
+    if not snapshot.holdout_labels:
+        return {"candidate": no_scores(), "baseline": no_scores()}
+    inputs = pipelines.as_model_input(snapshot.holdout_inputs, project.input_kind)
+    truth, labels = snapshot.holdout_labels, project.labels
+    scores = {
+        "candidate": evaluate(candidate, inputs, truth, labels),
+        "baseline": evaluate(baseline, inputs, truth, labels),
+    }
+    if work.champion is not None and work.champion.model is not None:
+        scores["champion"] = evaluate(work.champion.model, inputs, truth, labels)
+    return scores
+
+
+def needs_full_refit(work: Work, scores: dict[str, Scores]) -> str:
+    """Why an incremental candidate must be replaced by a full refit ("" when it need not)."""
+    if not work.plan.incremental or "champion" not in scores:
+        return ""
+    metric = work.project.promotion_metric
+    champion, candidate = scores["champion"].metrics[metric], scores["candidate"].metrics[metric]
+    if not incremental.gap_too_big(metric, champion, candidate):
+        return ""
+    return (
+        f"the incremental update ({metric} {candidate:.4f}) trailed the champion "
+        f"({champion:.4f}) by more than {incremental.MAX_HOLDOUT_GAP}; refit in full"
+    )
+
+
+def as_full_refit(session: Session, work: Work, reason: str) -> Work:
+    """The same run, planned as a full refit over every training example."""
+    snapshot = snapshots.read_inputs(session, work.project, work.snapshot.labels, 0)
+    return replace(work, plan=incremental.Plan(False, reason), snapshot=snapshot)
