@@ -13,6 +13,8 @@ from pathlib import Path
 
 WEAK_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "development", "feedback"})
 MIN_SECRET_LENGTH = 32
+# Worker timings a deployment may tune (seconds); read by feedback/services/runs.py.
+TUNABLES = ("retrain_heartbeat_seconds", "retrain_stale_seconds", "retrain_redispatch_seconds")
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,13 @@ class Settings:
             max_batch=int(env.get("FEEDBACK_MAX_BATCH", "1000")),
             max_body_bytes=int(env.get("FEEDBACK_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
             allow_private_webhooks=env.get("FEEDBACK_ALLOW_PRIVATE_WEBHOOKS", "") == "1",
+            retrain_max_attempts=int(env.get("FEEDBACK_RETRAIN_MAX_ATTEMPTS", "3")),
+            retrain_soft_time_limit=int(env.get("FEEDBACK_RETRAIN_SOFT_TIME_LIMIT", "1800")),
+            extra={
+                name: env[f"FEEDBACK_{name.upper()}"]
+                for name in TUNABLES
+                if f"FEEDBACK_{name.upper()}" in env
+            },
         )
 
 
