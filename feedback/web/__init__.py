@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response
+from werkzeug.routing import IntegerConverter, Map
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     )
     app.extensions["feedback.settings"] = settings
     app.extensions["feedback.db"] = db or make_database(settings.database_url)
+    app.url_map.converters["int"] = DatabaseId  # before any rule is added
     csrf.init_app(app)
     for blueprint in api.BLUEPRINTS:
         csrf.exempt(blueprint)  # the API checks bearer tokens, or CSRF itself for session callers
@@ -46,6 +49,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.jinja_env.globals["zip"] = zip
     app.after_request(_security_headers)
     return app
+
+
+class DatabaseId(IntegerConverter):
+    """An `<int:…>` URL part that fits a 64-bit id: a larger one is a 404, not an overflow."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def create_app_from_env() -> Flask:

@@ -265,3 +265,19 @@ def test_retrain_request_is_202_and_coalesced(client: FlaskClient, service_token
 
 def test_healthz(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_an_id_too_large_for_the_database_is_404(client: FlaskClient, service_token: str) -> None:
+    huge = 2**70
+    assert (
+        client.get(f"/api/v1/projects/demo/runs/{huge}", headers=bearer(service_token)).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            f"/api/v1/items/{huge}/votes",
+            json={"label": "pos", "fence": 1},
+            headers=bearer(service_token),
+        ).status_code
+        == 404
+    )
