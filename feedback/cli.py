@@ -23,6 +23,7 @@ from feedback.services import (
     run_report,
     training_config,
     users,
+    webhooks,
 )
 from feedback.services.seed_files import read_seed_file
 
@@ -169,6 +170,24 @@ def projects_create(
     seed = _run(lambda: read_seed_file(seed_data, input_kind, spec.features)) if seed_data else []
     _run(lambda: projects.create_project(ctx.db, spec, seed))
     click.echo(f"created project {slug} with {len(seed)} seed examples")
+
+
+@projects_group.command("webhook")
+@click.argument("slug")
+@click.argument("url", required=False)
+@click.option(
+    "--secret", default=None, help="Signing secret (16-100 chars); generated if left out."
+)
+@click.option("--clear", is_flag=True, help="Remove the project's webhook.")
+@pass_context
+def projects_webhook(
+    ctx: Context, slug: str, url: str | None, secret: str | None, clear: bool
+) -> None:
+    """Send signed events for SLUG to URL (the secret is printed once), or --clear it."""
+    if clear == (url is not None):
+        raise click.UsageError("give a URL, or --clear")
+    found = _run(lambda: webhooks.set_webhook(ctx.db, slug, url, secret))
+    click.echo(f"webhook of {slug} removed" if found is None else f"webhook set; secret: {found}")
 
 
 @main.group("tokens")

@@ -61,7 +61,8 @@ def make_celery(settings: Settings) -> Celery:
                 "schedule": timedelta(seconds=settings.tick_seconds),
                 # a tick nobody ran in time is dropped: the next one does the same work
                 "options": {"expires": max(settings.tick_seconds * 2, 1.0)},
-            }
+            },
+            "housekeeping": {"task": "workers.tasks.housekeeping", "schedule": timedelta(hours=1)},
         },
         timezone="UTC",
     )

@@ -11,9 +11,10 @@ from celery.signals import worker_process_init
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
-from feedback.services import models, outbox, retrain, webhooks
+from feedback.services import idempotency, models, outbox, retrain, webhooks
 
 log = logging.getLogger(__name__)
+IDEMPOTENCY_KEEP_SECONDS = 86_400
 _databases: dict[int, Database] = {}
 
 
@@ -52,6 +53,11 @@ def register(app: Celery) -> None:
             sent.append(message.id)
         outbox.mark_dispatched(db, sent)
         return len(sent)
+
+    @app.task(name="workers.tasks.housekeeping", ignore_result=True)
+    def housekeeping() -> int:
+        """Forget answered Idempotency-Keys after a day (clients retry within minutes)."""
+        return idempotency.purge(database(app), IDEMPOTENCY_KEEP_SECONDS)
 
     @app.task(name="workers.tasks.retrain", ignore_result=True, acks_late=True)
     def run_retrain(run_id: int) -> str:

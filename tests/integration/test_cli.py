@@ -106,3 +106,44 @@ def test_retrain_wait_reports_the_outcome(settings: Settings, db: Database, proj
     thread.join()
     assert code == 0, out
     assert "succeeded" in out
+
+
+def test_project_webhook_is_set_and_cleared(settings: Settings, db: Database, project: str) -> None:
+    code, out = invoke(settings, "projects", "webhook", project, "ftp://example.com/hook")
+    assert code != 0
+    assert "url" in out
+    code, out = invoke(settings, "projects", "webhook", project, "https://hooks.example.com/x")
+    assert code == 0
+    secret = out.strip().rsplit(" ", 1)[-1]
+    with db.read() as session:
+        stored = session.scalars(select(Project)).one()
+        assert (stored.webhook_url, stored.webhook_secret) == (
+            "https://hooks.example.com/x",
+            secret,
+        )
+    assert invoke(settings, "projects", "webhook", project, "--clear")[0] == 0
+    with db.read() as session:
+        assert session.scalars(select(Project)).one().webhook_url is None
+
+
+def test_housekeeping_forgets_old_idempotency_keys(db: Database) -> None:
+    from datetime import timedelta
+
+    from feedback.db.models import IdempotencyKey, naive_utcnow
+    from feedback.services import idempotency
+    from workers.tasks import IDEMPOTENCY_KEEP_SECONDS
+
+    with db.transaction() as session:
+        for key, age in (("old", IDEMPOTENCY_KEEP_SECONDS + 60), ("new", 60)):
+            session.add(
+                IdempotencyKey(
+                    scope="t",
+                    key=key,
+                    request_digest="d",
+                    state="done",
+                    created_at=naive_utcnow() - timedelta(seconds=age),
+                )
+            )
+    assert idempotency.purge(db, IDEMPOTENCY_KEEP_SECONDS) == 1
+    with db.read() as session:
+        assert session.scalars(select(IdempotencyKey.key)).all() == ["new"]
