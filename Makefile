@@ -24,11 +24,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+bench: $(STAMP)  # full run, about 45 minutes; rewrites benchmarks/results/ and BENCHMARKS.md
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-bench-smoke: $(STAMP)
-	$(BIN)/python -m benchmarks --smoke
+bench-smoke: $(STAMP)  # under 2 minutes, writes to a temporary folder (CI)
+	$(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
