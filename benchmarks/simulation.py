@@ -962,13 +962,12 @@ def explain(
     fast = series[SERVICE_SERIES["fast"]].outcomes
     batch = float(np.median([np.median(o.batches) for o in fast if o.batches]))
     speed = float(np.median([o.labels_per_second or 0.0 for o in fast]))
-    serving = need.get(SERVICE_SERIES["fast"])
+    serving, trained = need.get(SERVICE_SERIES["fast"]), need.get(TRAINED)
     return (
         f"Retraining is asynchronous: with a labeler at {speed:.1f} labels/s each candidate saw "
-        f"a median of {batch:.0f} new labels instead of {config.batch} (labels chosen on an "
-        f"older ranking), and the model serving when a label arrived lagged behind: counted "
-        f"at the moment of labelling, 95% took {serving if serving is not None else '?'} labels."
-        + tail
+        f"a median of {batch:.0f} new labels instead of {config.batch}, chosen on an older "
+        f"ranking. By the labels each promoted model was trained on, 95% took {trained or 0:g} "
+        f"labels; counted by the model serving when each label arrived, {serving or 0:g}." + tail
     )
 
 
