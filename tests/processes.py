@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 30.0
@@ -134,3 +137,21 @@ def pids_with_environment(name: str, value: str) -> dict[int, str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+@contextmanager
+def redis_database(base_url: str, number: int) -> Iterator[str]:
+    """Redis database `number` (never 0), empty, under a file lock no other session shares."""
+    import redis  # only the Redis-backed tests need the client
+
+    url = urlunsplit(urlsplit(base_url)._replace(path=f"/{number}"))
+    lock = Path(tempfile.gettempdir()) / f"feedback-test-redis-{number}.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        try:
+            yield url
+        finally:
+            client.flushdb()
+            client.close()

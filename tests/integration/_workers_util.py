@@ -16,7 +16,6 @@ changes read from the environment here, never by the application:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -27,9 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from tests.processes import Process, clean_environment, start
+from tests.processes import Process, clean_environment, redis_database, start
 
 REDIS_TEST_DB = 11  # ours alone; flushed before and after, never DB 0
 FAST_LIVENESS = {
@@ -42,19 +40,8 @@ FAST_LIVENESS = {
 @contextmanager
 def redis_db(base_url: str) -> Iterator[str]:
     """Our Redis database, empty, held under a file lock so two sessions never share it."""
-    import redis  # only the Redis-backed tests need the client
-
-    url = urlunsplit(urlsplit(base_url)._replace(path=f"/{REDIS_TEST_DB}"))
-    lock = Path(tempfile.gettempdir()) / f"feedback-test-redis-{REDIS_TEST_DB}.lock"
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        try:
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
+    with redis_database(base_url, REDIS_TEST_DB) as url:
+        yield url
 
 
 def environment(instance: Path, database_url: str, broker_url: str, **test: str) -> dict[str, str]:

@@ -96,8 +96,12 @@ def feedback_run(instance: Path, name: str) -> Iterator[tuple[str, Process]]:
     with supervised([runner]):
         base = f"http://127.0.0.1:{port}"
         wait_until(f"{base}/healthz to answer", lambda: healthy(base), READY_SECONDS, [runner])
-        wait_until("beat and the worker to run a tick",
-                   lambda: TICK_DONE.search(runner.output()), READY_SECONDS, [runner])
+        wait_until(
+            "beat and the worker to run a tick",
+            lambda: TICK_DONE.search(runner.output()),
+            READY_SECONDS,
+            [runner],
+        )
         yield base, runner
 
 

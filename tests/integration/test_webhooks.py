@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from feedback.config import Settings
@@ -24,7 +20,7 @@ from feedback.services import ingest, queue, retrain, users, webhooks
 from feedback.services.webhook_http import is_public
 from tests.conftest import REDIS_URL, People, need_service
 from tests.live import Received, Receiver, webhook_receiver
-from tests.processes import clean_environment, start, supervised, wait_until
+from tests.processes import clean_environment, redis_database, start, supervised, wait_until
 
 pytestmark = pytest.mark.usefixtures("backend")
 REDIS_TEST_DB = 10
@@ -266,18 +262,8 @@ def broker_url(backend: str) -> Iterator[str]:
     if backend == "sqlite":
         yield "filesystem://"
         return
-    parts = urlsplit(need_service("redis", REDIS_URL))
-    url = urlunsplit(parts._replace(path=f"/{REDIS_TEST_DB}"))
-    lock = Path(tempfile.gettempdir()) / f"feedback-test-redis-{REDIS_TEST_DB}.lock"
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        try:
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
+    with redis_database(need_service("redis", REDIS_URL), REDIS_TEST_DB) as url:
+        yield url
 
 
 def decided(receiver: Receiver) -> list[Received]:

@@ -7,15 +7,11 @@ every retrain runs in the worker.
 
 from __future__ import annotations
 
-import fcntl
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from sqlalchemy import func, insert, select
 
 from feedback import artifacts
@@ -23,7 +19,14 @@ from feedback.db.engine import Database
 from feedback.db.models import Decision, Item, ModelVersion, Project, RetrainRun
 from feedback.services import retrain
 from tests.conftest import REDIS_URL, People, need_service, text_seed
-from tests.processes import Process, clean_environment, start, supervised, wait_until
+from tests.processes import (
+    Process,
+    clean_environment,
+    redis_database,
+    start,
+    supervised,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("backend")]
 
@@ -39,18 +42,8 @@ def broker_url(backend: str) -> Iterator[str]:
     if backend == "sqlite":
         yield "filesystem://"
         return
-    parts = urlsplit(need_service("redis", REDIS_URL))
-    url = urlunsplit(parts._replace(path=f"/{REDIS_TEST_DB}"))
-    lock = Path(tempfile.gettempdir()) / f"feedback-test-redis-{REDIS_TEST_DB}.lock"
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another test session would share the queues
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        try:
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
+    with redis_database(need_service("redis", REDIS_URL), REDIS_TEST_DB) as url:
+        yield url
 
 
 def start_workers(instance: Path, database_url: str, broker_url: str) -> list[Process]:
@@ -99,23 +92,39 @@ def add_wrong_decisions(db: Database, count: int) -> None:
     with db.transaction() as session:
         project_id = session.scalar(select(Project.id).where(Project.slug == "demo"))
         rows = [
-            {"project_id": project_id, "external_id": f"wrong-{i}", "input": example.input,
-             "route": "review", "status": "decided", "is_holdout": False,
-             "uncertainty": 0.5, "priority": 0.5, "fence": 1}
+            {
+                "project_id": project_id,
+                "external_id": f"wrong-{i}",
+                "input": example.input,
+                "route": "review",
+                "status": "decided",
+                "is_holdout": False,
+                "uncertainty": 0.5,
+                "priority": 0.5,
+                "fence": 1,
+            }
             for i, example in enumerate(examples)
         ]
         ids = session.scalars(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows)
-        session.execute(insert(Decision), [
-            {"item_id": item_id, "project_id": project_id, "label": SWAP[example.label],
-             "source": "consensus"}
-            for item_id, example in zip(ids.all(), examples, strict=True)
-        ])
+        session.execute(
+            insert(Decision),
+            [
+                {
+                    "item_id": item_id,
+                    "project_id": project_id,
+                    "label": SWAP[example.label],
+                    "source": "consensus",
+                }
+                for item_id, example in zip(ids.all(), examples, strict=True)
+            ],
+        )
 
 
 def first_run_promotes(db: Database, run_id: int, instance: Path, watch: list[Process]) -> int:
     """The requested run ends in the worker with a better model as champion; return its id."""
-    run = wait_until("the first run to end", lambda: ended_run(db, run_id),
-                     FIRST_RUN_SECONDS, watch)
+    run = wait_until(
+        "the first run to end", lambda: ended_run(db, run_id), FIRST_RUN_SECONDS, watch
+    )
     assert (run.status, run.trigger, run.error) == ("succeeded", "manual", None)
     promoted = version_of(db, run)
     assert promoted.decision == "promoted", promoted.reason
@@ -125,8 +134,12 @@ def first_run_promotes(db: Database, run_id: int, instance: Path, watch: list[Pr
     assert Path(promoted.artifact_path).is_relative_to(instance / "models" / "demo")
     model = artifacts.load(promoted.artifact_path, promoted.sha256)
     assert list(model.predict(["love it, excellent", "very bad value"])) == ["pos", "neg"]
-    wait_until("the worker to log the run",
-               lambda: f"retrain run {run_id} ended" in watch[0].output(), RUN_SECONDS, watch)
+    wait_until(
+        "the worker to log the run",
+        lambda: f"retrain run {run_id} ended" in watch[0].output(),
+        RUN_SECONDS,
+        watch,
+    )
     return promoted.id
 
 
@@ -138,8 +151,9 @@ def wrong_labels_retrain_by_themselves_and_lose(
         needed = session.scalar(select(Project.retrain_min_decisions)) or 0
         promoted = session.get_one(ModelVersion, champion_id)
     add_wrong_decisions(db, 6 * needed)
-    run_id = wait_until("the tick to request a retrain", lambda: newest_run_after(db, last_run),
-                        RUN_SECONDS, watch)
+    run_id = wait_until(
+        "the tick to request a retrain", lambda: newest_run_after(db, last_run), RUN_SECONDS, watch
+    )
     run = wait_until("the automatic run to end", lambda: ended_run(db, run_id), RUN_SECONDS, watch)
     assert (run.status, run.trigger, run.error) == ("rejected", "decisions", None)
     rejected = version_of(db, run)
@@ -165,8 +179,9 @@ def test_worker_promotes_a_better_model_and_rejects_a_worse_one(
         # An admin asks again: the same verdict, and the champion still serves.
         manual = retrain.request_retrain(db, people.admin, project)
         assert manual > automatic
-        run = wait_until("the manual run to end", lambda: ended_run(db, manual),
-                         RUN_SECONDS, processes)
+        run = wait_until(
+            "the manual run to end", lambda: ended_run(db, manual), RUN_SECONDS, processes
+        )
         assert (run.status, run.trigger) == ("rejected", "manual")
         assert "does not beat champion" in version_of(db, run).reason
         champion_id, serving = champion(db)
