@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,11 @@ def evaluate(model: Any, inputs: Any, truth: Sequence[str], labels: Sequence[str
         ),
         "log_loss": _log_loss(truth, probabilities, labels),
     }
-    return Scores(metrics=metrics, per_class=dict(zip(labels, map(float, per_class), strict=True)))
+    return Scores(
+        metrics=metrics,
+        per_class=dict(zip(labels, map(float, per_class), strict=True)),
+        support={**dict.fromkeys(labels, 0), **Counter(truth)},
+    )
 
 
 def _log_loss(truth: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> float:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from feedback.domain import pipelines
 from feedback.domain.evaluation import evaluate, no_scores
@@ -13,9 +14,12 @@ from feedback.domain.promotion import (
     PromotionDecision,
     PromotionPolicy,
     Scores,
+    class_drops,
+    class_z,
     decide,
     gain,
     missing_classes,
+    worse_classes,
 )
 
 POLICY = PromotionPolicy(min_holdout=10)
@@ -79,12 +83,86 @@ def test_every_reason_is_given_and_refused_puts_its_reason_first() -> None:
         "missing from training: c",
         "does not beat baseline",
         "does not beat champion",
-        "classes worse than the champion by over 0.1: a, b",
+        "classes worse than the champion by more than both the tolerance 0.1",
+        "a (F1 0.80 -> 0.00, bound 0.00, examples unknown), b (F1 0.80 -> 0.40",
     ):
         assert expected in text
     promoted = PromotionDecision(True, ("fine",))
     assert promoted.refused("file refused").reasons == ("file refused",)
     assert verdict.refused("first").reasons[0] == "first"
+
+
+def test_a_clearly_worse_class_on_a_large_holdout_blocks_and_names_the_bound() -> None:
+    support = {"a": 500, "b": 500}
+    champion = Scores(scores(0.85).metrics, {"a": 0.9, "b": 0.8}, support)
+    candidate = Scores(scores(0.87).metrics, {"a": 0.75, "b": 0.99}, support)
+    verdict = decide(candidate, scores(0.3), champion, 1000, (), POLICY)
+    assert not verdict.promote
+    assert "z 1.64 for 2 classes" in verdict.summary
+    assert "a (F1 0.90 -> 0.75, bound 0.04, 500 examples)" in verdict.summary
+
+
+def test_a_fall_inside_the_noise_of_a_small_holdout_promotes_and_says_so() -> None:
+    support = {"a": 40, "b": 40}
+    champion = Scores(scores(0.85).metrics, {"a": 0.9, "b": 0.8}, support)
+    candidate = Scores(scores(0.87).metrics, {"a": 0.77, "b": 0.99}, support)
+    verdict = decide(candidate, scores(0.3), champion, 80, (), POLICY)
+    assert verdict.promote, verdict.summary
+    assert "fell by more than 0.1 but within" in verdict.summary
+    assert "a (F1 0.90 -> 0.77, bound 0.14, 40 examples)" in verdict.summary
+    collapsed = Scores(candidate.metrics, {"a": 0.3, "b": 0.99}, support)
+    assert not decide(collapsed, scores(0.3), champion, 80, (), POLICY).promote
+
+
+def test_the_bound_follows_the_documented_formula() -> None:
+    support = {str(k): 40 for k in range(10)}
+    champion = Scores({}, dict.fromkeys(support, 0.9), support)
+    candidate = Scores({}, {**dict.fromkeys(support, 0.9), "3": 0.7}, support)
+    (drop,) = class_drops(candidate, champion)
+    assert not worse_classes(candidate, champion, 0.1)  # 0.2 is inside 0.29
+    assert class_z(10) == pytest.approx(2.3263, abs=1e-4)
+    assert drop.bound == pytest.approx(2.3263 * math.sqrt(2 * 0.8 * 0.2 / 40), abs=1e-4)
+    no_examples = Scores({}, {"a": 0.0, "b": 0.9}, {"a": 0, "b": 40})
+    fell = Scores({}, {"a": 0.0, "b": 0.1}, {"a": 0, "b": 40})
+    assert [d.label for d in worse_classes(fell, no_examples, 0.1)] == ["b"]
+
+
+def _per_class(truth: np.ndarray, accuracy: np.ndarray, rng: np.random.Generator) -> Scores:
+    """Per-class F1 of a model that gets each example right with its class's accuracy."""
+    right = rng.random(len(truth)) < accuracy[truth]
+    wrong = (truth + rng.integers(1, 10, len(truth))) % 10
+    predicted = np.where(right, truth, wrong)
+    f1 = f1_score(truth, predicted, labels=list(range(10)), average=None, zero_division=0.0)
+    counts = np.bincount(truth, minlength=10)
+    return Scores(
+        {}, {str(k): float(f1[k]) for k in range(10)}, {str(k): int(counts[k]) for k in range(10)}
+    )
+
+
+def _blocked_share(candidate_accuracy: np.ndarray, support_known: bool) -> float:
+    """How often the per-class rule blocks, over 200 holdouts of 40 examples per class."""
+    rng, truth = np.random.default_rng(11), np.repeat(np.arange(10), 40)
+    champion_accuracy, blocked = np.full(10, 0.85), 0
+    for _ in range(200):
+        champion = _per_class(truth, champion_accuracy, rng)
+        candidate = _per_class(truth, candidate_accuracy, rng)
+        if not support_known:
+            champion, candidate = Scores({}, champion.per_class), Scores({}, candidate.per_class)
+        blocked += bool(worse_classes(candidate, champion, 0.10))
+    return blocked / 200
+
+
+def test_an_equally_good_candidate_is_rarely_blocked_by_holdout_noise() -> None:
+    """Digits-sized holdout (40 per class): the tolerance alone blocks most equal candidates."""
+    same = np.full(10, 0.85)
+    assert _blocked_share(same, support_known=False) > 0.2
+    assert _blocked_share(same, support_known=True) <= 0.05
+
+
+def test_a_class_that_really_collapsed_is_still_blocked_on_a_small_holdout() -> None:
+    collapsed = np.full(10, 0.9)
+    collapsed[4] = 0.3
+    assert _blocked_share(collapsed, support_known=True) >= 0.95
 
 
 def test_missing_classes_keep_the_projects_order() -> None:
