@@ -150,7 +150,17 @@ class RetrainOut(BaseModel):
     run: int
 
 
+class StageOut(BaseModel):
+    """One stage of a retrain run and how long it took."""
+
+    name: Literal["snapshot", "fit", "evaluate", "decide", "rescore"]
+    state: Literal["pending", "running", "done", "failed", "skipped"]
+    seconds: float | None
+
+
 class RunOut(BaseModel):
+    """A retrain run: status, progress by stage, timings and decision (in `report`)."""
+
     id: int
     status: str
     stage: str | None
@@ -158,6 +168,122 @@ class RunOut(BaseModel):
     attempts: int
     error: str | None
     model_version_id: int | None
+    model_version: int | None = Field(description="the version the run made, once it has one")
+    requested_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    active: bool = Field(description="still running, or re-scoring the queue after promotion")
+    stages: list[StageOut]
+    report: dict[str, Any] = Field(
+        description="decision, reasons, metrics, timings and the training-data summary"
+    )
+
+
+class ModelVersionOut(BaseModel):
+    """One model version: how it was trained, how it scored, and what was decided."""
+
+    version: int
+    created_at: str
+    spec: str
+    metrics: dict[str, Any]
+    per_class: dict[str, Any]
+    baseline_metrics: dict[str, Any]
+    champion_metrics: dict[str, Any] | None = Field(
+        description="the champion's scores on the same holdout in the same run"
+    )
+    decision: str = Field(description="promoted or rejected")
+    reason: str
+    train_size: int
+    holdout_size: int
+    watermark: int = Field(description="the newest decision id the training set includes")
+    snapshot_digest: str = Field(description="sha256 of the exact training examples")
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    library_versions: dict[str, Any]
+    timings: dict[str, Any]
+    routing: dict[str, Any] | None
+    incremental: bool
+    champion: bool = Field(description="this version is serving now")
+
+
+class ModelsOut(BaseModel):
+    """Every model version, newest first."""
+
+    items: list[ModelVersionOut]
+
+
+class VersionRunOut(BaseModel):
+    id: int
+    trigger: str
+    report: dict[str, Any]
+
+
+class VersionDetailOut(ModelVersionOut):
+    """One version with its lineage: its parent and the run (and report) that made it."""
+
+    parent_version: int | None
+    run: VersionRunOut | None
+
+
+class VersionBrief(BaseModel):
+    version: int | None
+    watermark: int
+    snapshot_digest: str | None = None
+    train_size: int | None = None
+    decision: str | None = None
+
+
+class NewLabelsOut(BaseModel):
+    training: int
+    holdout: int
+    excluded: int = Field(description="labels of classes the project no longer has")
+    by_label: dict[str, int]
+
+
+class CorrectionOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_label: str | None = Field(alias="from")
+    to: str
+    count: int
+
+
+class CorrectionsOut(BaseModel):
+    total: int
+    changes: list[CorrectionOut]
+
+
+class VersionBetween(VersionBrief):
+    reason: str
+    metrics: dict[str, Any]
+    incremental: bool
+
+
+class ChangesOut(BaseModel):
+    """What changed between two versions (or since one, up to the newest decision)."""
+
+    since: VersionBrief
+    until: VersionBrief
+    new_labels: NewLabelsOut
+    corrections: CorrectionsOut
+    versions: list[VersionBetween]
+    train_size_change: int | None
+    metrics_change: dict[str, float] | None
+    same_training_data: bool | None
+
+
+class ChampionIn(Strict):
+    """Point the champion at an earlier version (a rollback)."""
+
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
+class RollbackOut(BaseModel):
+    """What a rollback did: the champion before and after, and the routing now in force."""
+
+    previous: int | None
+    current: int
+    routing: dict[str, Any]
+    changed: bool
 
 
 class MeOut(BaseModel):
@@ -180,6 +306,37 @@ class WebhookEvent(BaseModel):
     created_at: str
     project: str
     data: dict[str, Any]
+
+
+class LeaseOut(BaseModel):
+    """A lease: the item is the caller's until `expires_at`; votes must carry `fence`."""
+
+    expires_at: str
+    fence: int
+
+
+class ClaimedItem(BaseModel):
+    id: int
+    input: dict[str, Any]
+    display: dict[str, Any] | None
+    prediction: dict[str, Any] | None
+    lease: LeaseOut
+
+
+class ClaimOut(BaseModel):
+    """The next item, leased to the calling labeler."""
+
+    item: ClaimedItem
+
+
+class VoteOut(BaseModel):
+    item_id: int
+    outcome: str = Field(description="what the vote did to the item (decided, needs more votes, …)")
+    label: str | None
+
+
+class ReleaseOut(BaseModel):
+    released: int
 
 
 class VoteIn(Strict):

@@ -20,10 +20,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from feedback import schemas
 from feedback.config import Settings
 from feedback.db.engine import Database
 from feedback.schemas import PredictionIn
-from feedback.services import retrain
+from feedback.services import retrain, users
 from feedback.web.api.spec import OPERATIONS, REF
 from tests.conftest import People
 
@@ -36,7 +37,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 EXAMPLES = 25  # per operation and backend: bounded, so the suite stays quick
-MY_BLUEPRINTS = ("api_predictions", "api_labels", "api_docs")
+MY_BLUEPRINTS = ("api_predictions", "api_labels", "api_docs", "api_models", "api_queue")
 
 
 def test_the_document_is_generated_from_the_validating_models(
@@ -70,7 +71,7 @@ def test_every_route_of_the_model_service_api_is_documented(
             "/api/docs",
         ):
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:[^:>]+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (method, path) in documented, (method, path)
 
@@ -157,3 +158,64 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(
     run()
     assert seen
     assert not any(status >= 500 and status != 503 for status in seen)
+
+
+def _conforms(document: dict[str, Any], path: str, method: str, status: int, body: Any) -> None:
+    """The document names a schema for this answer, and `body` validates against its model."""
+    content = document["paths"][path][method]["responses"][str(status)]["content"]
+    name = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    getattr(schemas, name).model_validate(body)
+
+
+def test_lifecycle_and_labeler_answers_match_the_document(
+    client: FlaskClient,
+    db: Database,
+    settings: Settings,
+    people: People,
+    service_token: str,
+    labeler_token: str,
+) -> None:
+    admin = {"Authorization": f"Bearer {users.create_token(db, 'admin', None, 'admin@test.io')}"}
+    labeler = {"Authorization": f"Bearer {labeler_token}"}
+    for _ in range(2):
+        run = retrain.request_retrain(db, people.admin, "demo")
+        retrain.execute_retrain(db, settings, run)
+    document = client.get("/api/v1/openapi.json").get_json()
+    project, demo = "/api/v1/projects/{slug}", "/api/v1/projects/demo"
+    answers = [
+        ("get", f"{project}/models", f"{demo}/models", None),
+        ("get", f"{project}/models/{{version}}", f"{demo}/models/1", None),
+        ("get", f"{project}/models/{{version}}/changes", f"{demo}/models/1/changes", None),
+        ("get", f"{project}/runs/{{run_id}}", f"{demo}/runs/{run}", None),
+        ("post", f"{project}/champion", f"{demo}/champion", {"version": 1}),
+    ]
+    for method, path, url, body in answers:
+        response = client.open(url, method=method.upper(), json=body, headers=admin)
+        assert response.status_code == 200, (url, response.get_json())
+        _conforms(document, path, method, 200, response.get_json())
+    posted = client.post(
+        f"{demo}/predictions",
+        json={
+            "items": [
+                {
+                    "external_id": "x",
+                    "input": {"text": "t"},
+                    "probabilities": {"neg": 0.5, "pos": 0.5},
+                }
+            ]
+        },
+        headers={"Authorization": f"Bearer {service_token}"},
+    )
+    assert posted.status_code == 200, posted.get_json()
+    claimed = client.post(f"{demo}/queue/claim", headers=labeler)
+    assert claimed.status_code == 200, claimed.get_json()
+    _conforms(document, f"{project}/queue/claim", "post", 200, claimed.get_json())
+    item = claimed.get_json()["item"]
+    fence = {"fence": item["lease"]["fence"]}
+    extended = client.post(f"/api/v1/items/{item['id']}/lease", json=fence, headers=labeler)
+    _conforms(document, "/api/v1/items/{item_id}/lease", "post", 200, extended.get_json())
+    voted = client.post(
+        f"/api/v1/items/{item['id']}/votes", json={"label": "pos", **fence}, headers=labeler
+    )
+    assert voted.status_code == 201, voted.get_json()
+    _conforms(document, "/api/v1/items/{item_id}/votes", "post", 201, voted.get_json())

@@ -5,22 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from flask import Response, jsonify, request
-from pydantic import Field
 
 from feedback.domain.errors import FieldError, Forbidden, InvalidInput
-from feedback.schemas import Strict
+from feedback.schemas import ChampionIn
 from feedback.services import lineage, models, retrain, rollback, run_report
 from feedback.web.api.common import api_blueprint, json_body, parse, principal
 from feedback.web.context import db
 
 bp = api_blueprint("api_models")
-INT64_MAX = 2**63 - 1
-
-
-class ChampionIn(Strict):
-    """Point the champion at an earlier version (a rollback)."""
-
-    version: int = Field(ge=1, le=INT64_MAX)
+VERSION_MAX = 2**31 - 1  # version numbers are 32-bit integers in the database
 
 
 @bp.get("/api/v1/projects/<slug>/model")
@@ -45,13 +38,13 @@ def get_models(slug: str) -> Response:
     return jsonify({"items": lineage.list_versions(db(), principal(), slug)})
 
 
-@bp.get("/api/v1/projects/<slug>/models/<int:version>")
+@bp.get(f"/api/v1/projects/<slug>/models/<int(max={VERSION_MAX}):version>")
 def get_version(slug: str, version: int) -> Response:
     """Describe one version with its lineage and the report of the run that made it."""
     return jsonify(lineage.version_detail(db(), principal(), slug, version))
 
 
-@bp.get("/api/v1/projects/<slug>/models/<int:version>/changes")
+@bp.get(f"/api/v1/projects/<slug>/models/<int(max={VERSION_MAX}):version>/changes")
 def get_changes(slug: str, version: int) -> Response:
     """Say what changed since `version`: new and corrected labels, versions, metrics."""
     until = _int_arg("until")
@@ -86,7 +79,7 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= INT64_MAX:
+    if not raw.isdigit() or not 1 <= int(raw) <= VERSION_MAX:
         message = f"'{name}' must be a version number"
         raise InvalidInput(message, [FieldError(name, message)])
     return int(raw)

@@ -13,13 +13,16 @@ from feedback.services import idempotency, labels
 
 REF = "#/components/schemas/{model}"
 INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1  # model version numbers
 PROJECT = "/api/v1/projects/{slug}"
+WRITE_ERRORS = (400, 401, 403, 404, 409, 415, 422)  # a JSON body, a role, a lease or a race
 ERRORS = {
     400: "Malformed JSON, or a session caller without its CSRF token.",
     401: "No bearer token, or an unknown or revoked one.",
     403: "The caller may see the project but not do this.",
     404: "No such project, or the token belongs to another project (no existence leak).",
-    409: "The first request with this Idempotency-Key is still running; retry soon.",
+    409: "A conflict: the first request with this Idempotency-Key is still running (retry "
+    "soon), the lease was lost or its fence is stale, or the champion changed meanwhile.",
     413: "The body is over the size limit, or the batch has too many items.",
     415: "The body is not `Content-Type: application/json`.",
     422: "Invalid input: `details` names every bad item (`index`) and `field`; nothing stored.",
@@ -68,6 +71,15 @@ def _idempotency_key() -> dict[str, Any]:
             "maxLength": idempotency.MAX_KEY_LENGTH,
             "pattern": "^[!-~]+$",
         },
+    }
+
+
+def _int_path(name: str, maximum: int = INT64_MAX) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
     }
 
 
@@ -182,15 +194,112 @@ OPERATIONS = (
         "model",
         (200, schemas.RunOut),
         (401, 404),
+        params=(_slug(), _int_path("run_id")),
+    ),
+    Operation(
+        "get_models",
+        "get",
+        f"{PROJECT}/models",
+        "List model versions",
+        "model",
+        (200, schemas.ModelsOut),
+        (401, 404),
+        params=(_slug(),),
+        description="Newest first, each with its holdout scores, decision and reasons; "
+        "`champion` marks the version serving now.",
+    ),
+    Operation(
+        "get_version",
+        "get",
+        f"{PROJECT}/models/{{version}}",
+        "Describe one model version and its lineage",
+        "model",
+        (200, schemas.VersionDetailOut),
+        (401, 404, 422),
+        params=(_slug(), _int_path("version", INT32_MAX)),
+        description="The parent version, the run that made it and that run's report "
+        "(training-data summary, timings, decision).",
+    ),
+    Operation(
+        "get_changes",
+        "get",
+        f"{PROJECT}/models/{{version}}/changes",
+        "Say what changed since a version",
+        "model",
+        (200, schemas.ChangesOut),
+        (401, 404, 422),
         params=(
             _slug(),
+            _int_path("version", INT32_MAX),
             {
-                "name": "run_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+                "name": "until",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+                "description": "A later version; without it, up to the newest decision.",
             },
         ),
+        description="New labels by class, corrections of already-trained labels, the "
+        "versions in between and how the metrics moved.",
+    ),
+    Operation(
+        "post_champion",
+        "post",
+        f"{PROJECT}/champion",
+        "Roll back to an earlier version (admins)",
+        "model",
+        (200, schemas.RollbackOut),
+        WRITE_ERRORS,
+        schemas.ChampionIn,
+        (_slug(),),
+        description="Serves an earlier promoted version again, restores the routing "
+        "settings saved with it, audits the change and re-scores the queue.",
+    ),
+    Operation(
+        "post_claim",
+        "post",
+        f"{PROJECT}/queue/claim",
+        "Lease the next item (labelers)",
+        "labeler",
+        (200, schemas.ClaimOut),
+        (400, 401, 403, 404),
+        params=(_slug(),),
+        media={},
+        description="204 when nothing is waiting. The lease's `fence` must come with the vote.",
+    ),
+    Operation(
+        "post_vote",
+        "post",
+        "/api/v1/items/{item_id}/votes",
+        "Vote under the current lease",
+        "labeler",
+        (201, schemas.VoteOut),
+        WRITE_ERRORS,
+        schemas.VoteIn,
+        (_int_path("item_id"),),
+        description="409 when the lease was lost or the fence is stale.",
+    ),
+    Operation(
+        "post_extend",
+        "post",
+        "/api/v1/items/{item_id}/lease",
+        "Extend the lease (heartbeat)",
+        "labeler",
+        (200, schemas.LeaseOut),
+        WRITE_ERRORS,
+        schemas.FenceIn,
+        (_int_path("item_id"),),
+    ),
+    Operation(
+        "post_release",
+        "post",
+        "/api/v1/items/{item_id}/release",
+        "Give the item back (skip)",
+        "labeler",
+        (200, schemas.ReleaseOut),
+        WRITE_ERRORS,
+        schemas.FenceIn,
+        (_int_path("item_id"),),
     ),
     Operation(
         "get_me",
@@ -255,15 +364,16 @@ def _operation(op: Operation, refs: dict[Any, Any], max_batch: int) -> dict[str,
     if op.public:
         out["security"] = []
     if op.request is not None:
-        schema = {
-            "allOf": [refs[(op.request, "validation")]],
-            "properties": {"items": {"maxItems": max_batch}},
-        }
+        schema: dict[str, Any] = {"allOf": [refs[(op.request, "validation")]]}
+        if "items" in op.request.model_fields:
+            schema["properties"] = {"items": {"maxItems": max_batch}}
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     for code in op.errors:
         out["responses"][str(code)] = _error(code)
     if op.path.endswith("/artifact"):
         out["responses"]["304"] = {"description": "Not modified (the ETag matches)."}
+    if op.path.endswith("/queue/claim"):
+        out["responses"]["204"] = {"description": "Nothing is waiting for this labeler."}
     return out
 
 
