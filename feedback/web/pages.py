@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from feedback.domain import curve
 from feedback.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from feedback.domain.promotion import LOWER_IS_BETTER
 from feedback.services import lineage, projects, retrain, rollback, run_report
 from feedback.services.users import Principal
 from feedback.web.context import db, login_required, session_principal
@@ -39,9 +41,31 @@ def _project_page(slug: str, error: str | None) -> tuple[str, int]:
     except NotFound:
         abort(404)
     page = render_template(
-        "projects/detail.html", detail=detail, is_admin=_me().is_admin, error=error
+        "projects/detail.html",
+        detail=detail,
+        chart=_learning_curve(detail),
+        is_admin=_me().is_admin,
+        error=error,
     )
     return page, 200 if error is None else 422
+
+
+def _learning_curve(detail: projects.ProjectDetail) -> curve.Chart | None:
+    """The project's metric on the holdout against examples trained on, per version."""
+    metric = detail.project.promotion_metric
+    return curve.chart(
+        [
+            curve.Version(
+                version=v.version,
+                train_size=v.train_size,
+                score=v.metrics.get(metric),
+                baseline=v.baseline_metrics.get(metric),
+                promoted=v.decision == "promoted",
+            )
+            for v in detail.versions
+        ],
+        lower_is_better=metric in LOWER_IS_BETTER,
+    )
 
 
 @bp.post("/projects/<slug>/retrain")

@@ -7,9 +7,10 @@ import re
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from feedback.config import Settings
 from feedback.db.engine import Database
 from feedback.db.models import RetrainRun, UserSession, Vote
-from feedback.services import ingest, projects, users
+from feedback.services import ingest, projects, retrain, users
 from tests.conftest import PASSWORD, People, login
 
 
@@ -188,3 +189,20 @@ def test_login_never_redirects_off_site(client: FlaskClient, people: People) -> 
         data={"email": "labeler@test.io", "password": PASSWORD, "csrf_token": token},
     )
     assert fine.headers["Location"].endswith("/projects/demo")
+
+
+def test_the_project_page_draws_the_learning_curve(
+    client: FlaskClient, db: Database, project: str, people: People, settings: Settings
+) -> None:
+    login(client)
+    assert "No model yet: the curve appears" in client.get("/projects/demo").get_data(as_text=True)
+    for _ in range(2):
+        retrain.execute_retrain(db, settings, retrain.request_retrain(db, people.admin, "demo"))
+    response = client.get("/projects/demo")
+    page = response.get_data(as_text=True)
+    assert '<svg viewBox="0 0 640 240" role="img"' in page
+    assert page.count("<circle class=") == 2
+    assert re.search(r"<title>v1: macro_f1 \d\.\d{3} on \d+ examples \(promoted\)</title>", page)
+    assert " style=" not in page
+    assert "<script>" not in page
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
