@@ -17,6 +17,9 @@ MIN_SECRET_LENGTH = 32
 TUNABLES = ("retrain_heartbeat_seconds", "retrain_stale_seconds", "retrain_redispatch_seconds")
 
 
+MAX_PROXY_HOPS = 5
+
+
 class ConfigError(ValueError):
     """A setting is missing or unsafe."""
 
@@ -42,6 +45,7 @@ class Settings:
     login_max_failures: int = 10
     login_window_seconds: int = 300
     allow_private_webhooks: bool = False
+    proxy_hops: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto/-Host
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -82,6 +86,7 @@ class Settings:
             max_batch=int(env.get("FEEDBACK_MAX_BATCH", "1000")),
             max_body_bytes=int(env.get("FEEDBACK_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
             allow_private_webhooks=env.get("FEEDBACK_ALLOW_PRIVATE_WEBHOOKS", "") == "1",
+            proxy_hops=_proxy_hops(env.get("FEEDBACK_PROXY_HOPS", "0")),
             retrain_max_attempts=int(env.get("FEEDBACK_RETRAIN_MAX_ATTEMPTS", "3")),
             retrain_soft_time_limit=int(env.get("FEEDBACK_RETRAIN_SOFT_TIME_LIMIT", "1800")),
             extra={
@@ -90,6 +95,14 @@ class Settings:
                 if f"FEEDBACK_{name.upper()}" in env
             },
         )
+
+
+def _proxy_hops(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > MAX_PROXY_HOPS:
+        raise ConfigError(
+            f"FEEDBACK_PROXY_HOPS must be a whole number from 0 to {MAX_PROXY_HOPS}, got {raw!r}"
+        )
+    return int(raw)
 
 
 def _secret_key(given: str | None, mode: str, instance: Path) -> str:

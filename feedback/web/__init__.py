@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 from feedback.config import Settings
@@ -48,6 +49,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         app.register_blueprint(blueprint)
     app.jinja_env.globals["zip"] = zip
     app.after_request(_security_headers)
+    if settings.proxy_hops:  # trust X-Forwarded-* from exactly that many proxies, no more
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     return app
 
 
