@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from feedback.db.base import Base
+from feedback.db.random_key import random_key
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 ACTIVE_RUN = "status IN ('requested', 'running')"
@@ -137,6 +138,7 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "external_id", name="uq_items_project_id_external_id"),
         Index("ix_items_queue", "project_id", "status", "priority", "id"),
+        Index("ix_items_random", "project_id", "status", "random_key", "id"),
         Index(
             "ix_items_gold",
             "project_id",
@@ -154,6 +156,8 @@ class Item(Base):
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
     uncertainty: Mapped[float] = mapped_column(Float, default=0.0)
     priority: Mapped[float] = mapped_column(Float, default=0.0)
+    # Drawn once per row by the database; random picks walk the queue in this order.
+    random_key: Mapped[float] = mapped_column(Float, server_default=random_key())
     route: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(12))
     is_holdout: Mapped[bool] = mapped_column(Boolean, default=False)

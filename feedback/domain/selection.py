@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class Pick(StrEnum):
     TOP = "top"  # highest priority first (the uncertainty strategy's order)
-    RANDOM = "random"  # a random point on the priority scale, for batch diversity
+    RANDOM = "random"  # a uniformly random queued item, for batch diversity
     GOLD = "gold"  # an item with a known answer, to measure the labeler
 
 
@@ -24,15 +24,3 @@ def choose_pick(gold_rate: float, random_share: float, draw: float) -> Pick:
     if draw < gold_rate + (1.0 - gold_rate) * random_share:
         return Pick.RANDOM
     return Pick.TOP
-
-
-def random_level(lowest: float, highest: float, draw: float) -> float:
-    """A uniformly drawn priority level between the lowest and highest queued priority.
-
-    Serving the most useful free item at or below this level spreads a share of claims
-    over the whole score range, so one retrain batch is not all near-duplicates of the
-    top-k, while every claim stays one ordered index lookup.
-    """
-    if highest <= lowest:
-        return highest
-    return lowest + (highest - lowest) * min(max(draw, 0.0), 1.0)

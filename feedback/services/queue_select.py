@@ -2,7 +2,10 @@
 
 Every candidate query orders by `(priority DESC, id DESC)` within `(project_id, status)`,
 which the `ix_items_queue` index serves as one backward scan, so the cost of a claim does
-not grow with the queue: the walk stops at the first free item. On PostgreSQL the row is taken with
+not grow with the queue: the walk stops at the first free item. A random pick walks
+`ix_items_random` forward from a uniform draw instead: every item carries a random key drawn
+by the database when it was inserted, so the first free item at or after the draw (wrapping
+around) is a uniformly random queued item, found the same way. On PostgreSQL the row is taken with
 `FOR UPDATE SKIP LOCKED` and re-checked under its lock (a statement whose snapshot predates
 a concurrent claim could otherwise lease the same item); SQLite takes the write lock when
 the transaction begins, so the whole claim is atomic there.
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from feedback.db.clock import utcnow
 from feedback.db.models import Item, Lease, Project, User, Vote
-from feedback.domain.selection import Pick, choose_pick, random_level
+from feedback.domain.selection import Pick, choose_pick
 
 MAX_RECHECKS = 8
 LIVE_STATES = ("queued", "escalated")
@@ -60,11 +63,9 @@ def choose_and_lease(
     if pick is Pick.GOLD:
         item_id = _gold_candidate(session, project.id, user_id)
     elif pick is Pick.RANDOM:
-        item_id = _queue_candidate(
-            session, project, user_id, _random_ceiling(session, project, rng)
-        )
+        item_id = _random_candidate(session, project, user_id, rng.random())
     if item_id is None:
-        item_id = _queue_candidate(session, project, user_id, None)
+        item_id = _queue_candidate(session, project, user_id)
     return None if item_id is None else lease_item(session, item_id, user_id, seconds)
 
 
@@ -95,19 +96,29 @@ def _free_slots(item_id: Any, overlap: int) -> ColumnElement[bool]:
     return leases.scalar_subquery() + votes.scalar_subquery() < overlap
 
 
-def _queue_candidate(
-    session: Session, project: Project, user_id: int, ceiling: float | None
-) -> int | None:
-    query: Select[int] = (
+def _claimable(project: Project, user_id: int) -> Select[int]:
+    """Queued items of the project that this labeler may take now (unordered)."""
+    return (
         select(Item.id)
         .where(Item.project_id == project.id, Item.status == "queued")
         .where(_untouched(user_id), _free_slots(Item.id, project.overlap))
-        .order_by(Item.priority.desc(), Item.id.desc())
         .limit(1)
     )
-    if ceiling is not None:
-        query = query.where(Item.priority <= ceiling)
+
+
+def _queue_candidate(session: Session, project: Project, user_id: int) -> int | None:
+    """The most useful free item: the top of the priority order."""
+    query = _claimable(project, user_id).order_by(Item.priority.desc(), Item.id.desc())
     return _take(session, query, project.overlap)
+
+
+def _random_candidate(session: Session, project: Project, user_id: int, draw: float) -> int | None:
+    """A uniformly random free item: the first at or after `draw` by random key, wrapping."""
+    query = _claimable(project, user_id).order_by(Item.random_key, Item.id)
+    after = _take(session, query.where(Item.random_key >= draw), project.overlap)
+    if after is not None:
+        return after
+    return _take(session, query.where(Item.random_key < draw), project.overlap)
 
 
 def _take(session: Session, query: Select[int], overlap: int) -> int | None:
@@ -131,21 +142,6 @@ def _gold_candidate(session: Session, project_id: int, user_id: int) -> int | No
         .order_by(func.random())
         .limit(1)
     )
-
-
-def _random_ceiling(session: Session, project: Project, rng: random.Random) -> float | None:
-    ends = [
-        session.scalar(
-            select(Item.priority)
-            .where(Item.project_id == project.id, Item.status == "queued")
-            .order_by(order)
-            .limit(1)
-        )
-        for order in (Item.priority.asc(), Item.priority.desc())
-    ]
-    if ends[0] is None or ends[1] is None:
-        return None
-    return random_level(ends[0], ends[1], rng.random())
 
 
 def lease_item(session: Session, item_id: int, user_id: int, seconds: int) -> tuple[Lease, Item]:

@@ -8,12 +8,15 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
 from feedback.db.base import Base
-from feedback.db.engine import make_engine
+from feedback.db.engine import make_database, make_engine
 from feedback.db.migrate import downgrade, upgrade
+from feedback.db.models import Item
+from feedback.services import projects
+from feedback.services.seed_files import Example
 from tests.conftest import POSTGRES_URL, need_service
 
 
@@ -64,3 +67,21 @@ def test_models_and_migrations_agree(empty_url: str) -> None:
     assert differences == [], (
         f"models and migrations disagree; autogenerate a migration: {differences}"
     )
+
+
+def test_items_get_their_own_random_keys_when_migrated_and_when_inserted(empty_url: str) -> None:
+    upgrade(empty_url, "0004_queue_indexes")
+    db = make_database(empty_url)
+    try:
+        spec = projects.ProjectSpec(slug="keys", labels=["neg", "pos"])
+        seed = [Example({"text": f"text {n}"}, ("neg", "pos")[n % 2]) for n in range(40)]
+        projects.create_project(db, spec, seed)
+        upgrade(empty_url)
+        projects.create_project(db, projects.ProjectSpec(slug="later", labels=["neg", "pos"]), seed)
+        with db.read() as session:
+            keys = session.scalars(select(Item.random_key)).all()
+    finally:
+        db.dispose()
+    assert len(keys) == 80
+    assert len(set(keys)) == 80
+    assert all(0.0 <= key < 1.0 for key in keys)

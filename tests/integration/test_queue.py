@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from feedback.db.engine import Database
-from feedback.db.models import AuditEvent, Decision, Lease, Project, Vote
+from feedback.db.models import AuditEvent, Decision, Item, Lease, Project, Vote
 from feedback.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from feedback.services import admin, gold, ingest, labeling, projects, queue, review, users
 from feedback.services.users import Principal
@@ -187,17 +187,31 @@ def test_skip_hides_the_item_from_me_only(db: Database, project: str, people: Pe
     assert theirs.item_id == first
 
 
-def test_random_share_serves_from_the_whole_score_range(
+def test_random_share_serves_a_uniformly_random_item_by_its_random_key(
     db: Database, project: str, people: People
 ) -> None:
     ids = add_items(db, project, [0.5, 0.6, 0.7, 0.75])  # most to least uncertain
+    with db.read() as session:
+        keys: dict[int, float] = dict(
+            session.execute(select(Item.id, Item.random_key).where(Item.id.in_(ids))).all()
+        )
+    assert len(set(keys.values())) == 4
+    assert all(0.0 <= k < 1.0 for k in keys.values())
     top = queue.claim_next(db, people.admin, project, 300, rng=Draws(0.99))  # type: ignore[arg-type]
     assert top is not None
     assert top.item_id == ids[0]
     set_project(db, project, random_share=1.0)
-    low = queue.claim_next(db, people.labeler, project, 300, rng=Draws(0.3, 0.0))  # type: ignore[arg-type]
+    # A draw lands on the first free item at or after it in random-key order: here the least
+    # uncertain item, which the top of the queue would serve last.
+    low = queue.claim_next(db, people.labeler, project, 300, rng=Draws(0.3, keys[ids[3]]))  # type: ignore[arg-type]
     assert low is not None
     assert low.item_id == ids[3]
+    # Past the largest free key, the walk wraps around to the smallest.
+    third = member(db, "third@test.io")
+    free = {i: keys[i] for i in ids[1:3]}
+    wrapped = queue.claim_next(db, third, project, 300, rng=Draws(0.3, max(free.values()) + 1e-9))  # type: ignore[arg-type]
+    assert wrapped is not None
+    assert wrapped.item_id == min(free, key=free.__getitem__)
 
 
 def test_gold_items_are_served_once_to_each_labeler_and_scored(

@@ -12,7 +12,7 @@ from feedback.domain.agreement import (
     krippendorff_alpha,
 )
 from feedback.domain.consensus import Outcome, majority
-from feedback.domain.selection import Pick, choose_pick, random_level
+from feedback.domain.selection import Pick, choose_pick
 
 
 def test_kappa_matches_scikit_learn() -> None:
@@ -76,9 +76,3 @@ def test_choose_pick_splits_the_unit_interval() -> None:
     assert choose_pick(0.1, 0.5, 0.2) is Pick.RANDOM  # 0.1 + 0.9 * 0.5 = 0.55
     assert choose_pick(0.1, 0.5, 0.6) is Pick.TOP
     assert choose_pick(2.0, -1.0, 0.99) is Pick.GOLD  # out-of-range shares are clamped
-
-
-def test_random_level_stays_within_the_queue() -> None:
-    assert random_level(0.2, 0.8, 0.0) == 0.2
-    assert random_level(0.2, 0.8, 1.0) == pytest.approx(0.8)
-    assert random_level(0.5, 0.5, 0.3) == 0.5
