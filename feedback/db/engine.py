@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY = "feedback_readonly"
+STATEMENTS = "feedback_statements"  # each statement on its own: no BEGIN
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -21,6 +22,7 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    statement_engine: Engine
 
     @property
     def dialect(self) -> str:
@@ -38,6 +40,23 @@ class Database:
         with self.read_sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Open a Core write transaction (no ORM, for hot paths); commit or roll back as above."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read_statements(self) -> Iterator[Connection]:
+        """A Core connection for reads that need no snapshot across statements (hot paths).
+
+        Each statement runs on its own, seeing what was committed when it started (as every
+        statement of a READ COMMITTED transaction does): no BEGIN, no COMMIT, which saves
+        PostgreSQL two round trips. For reads only: a write through it would commit at once.
+        """
+        with self.statement_engine.connect() as connection:
+            yield connection
+
     def dispose(self) -> None:
         """Drop pooled connections (after a fork, or at shutdown)."""
         self.engine.dispose()
@@ -47,10 +66,14 @@ def make_database(url: str, **engine_options: Any) -> Database:
     """Build the engine for `url` with the settings each backend needs."""
     engine = make_engine(url, **engine_options)
     read_engine = engine.execution_options(**{READONLY: True})
+    statements = read_engine.execution_options(**{STATEMENTS: True})
+    if engine.dialect.name == "postgresql":
+        statements = statements.execution_options(isolation_level="AUTOCOMMIT")
     return Database(
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),
         read_sessions=sessionmaker(read_engine, expire_on_commit=False),
+        statement_engine=statements,
     )
 
 
@@ -91,5 +114,7 @@ def _tune_sqlite(engine: Engine, foreign_keys: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        readonly = connection.get_execution_options().get(READONLY, False)
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(STATEMENTS, False):
+            return  # pysqlite runs each statement in its own implicit transaction
+        connection.exec_driver_sql("BEGIN" if options.get(READONLY, False) else "BEGIN IMMEDIATE")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -108,7 +108,7 @@ def claim(db: Database, keyed: Keyed, wait_seconds: float | None = None) -> Clai
     return found
 
 
-def complete(session: Session, claim: Claim | None, body: dict[str, Any]) -> None:
+def complete(session: Session | Connection, claim: Claim | None, body: dict[str, Any]) -> None:
     """Record the answer in the work's own transaction; refuse if the key was taken over."""
     if claim is None:
         return

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from feedback.db.engine import Database
 from feedback.db.models import Item, Project
@@ -20,13 +19,18 @@ from feedback.schemas import ItemResult, PredictionsOut
 from feedback.services import idempotency
 from feedback.services.item_rows import existing_items, insert_items
 from feedback.services.prediction_checks import Accepted, validate_predictions
-from feedback.services.projects import visible_project
+from feedback.services.project_rules import ProjectRules, visible_rules
 from feedback.services.users import Principal
 
 AUDIT_PRIORITY = 1.0  # audit items are labelled first: the holdout must not wait behind the queue
 QUEUE_FULL_RETRY_SECONDS = 60
 _RESULT_KEYS = ("external_id", "id", "route", "uncertainty", "status", "deferred")
 Answer = TypeVar("Answer", bound=BaseModel)
+Row = dict[str, Any]
+_QUEUED = select(func.count(Item.id)).where(
+    Item.project_id == bindparam("project_id"), Item.status == "queued"
+)
+_LOCK_PROJECT = select(Project.id).where(Project.id == bindparam("project_id")).with_for_update()
 
 
 class QueueFull(DomainError):
@@ -60,16 +64,26 @@ def submit_batch(
         InvalidInput: any item is invalid; `details` names each one; nothing is stored.
         QueueFull: new review items do not fit and the project rejects; nothing is stored.
     """
-    with db.read() as session:  # validate before taking the write lock
-        project = visible_project(session, principal, slug)
-    checked = {_shape(project): validate_predictions(project, raw)}
+    prepared: dict[ProjectRules, tuple[list[Accepted], list[Row]]] = {}
+    if db.dialect == "sqlite":  # validate and route before taking the database's write lock
+        with db.read_statements() as connection:
+            project = visible_rules(connection, principal, slug)
+        prepared[project] = _prepare(project, raw)
+    # PostgreSQL locks rows, not the database: its write transaction validates (below), which
+    # saves a connection checkout and its round trips.
 
-    def store(session: Session, project: Project) -> PredictionsOut:
-        if _shape(project) not in checked:  # its labels or inputs changed meanwhile
-            checked[_shape(project)] = validate_predictions(project, raw)
-        return store_predictions(session, project, checked[_shape(project)])
+    def store(connection: Connection, project: ProjectRules) -> PredictionsOut:
+        if project not in prepared:  # its rules changed meanwhile
+            prepared[project] = _prepare(project, raw)
+        accepted, rows = prepared[project]
+        return store_routed(connection, project, accepted, [dict(row) for row in rows])
 
     return write_once(db, principal, slug, claim, store)
+
+
+def _prepare(project: ProjectRules, raw: Sequence[Any]) -> tuple[list[Accepted], list[Row]]:
+    accepted = validate_predictions(project, raw)
+    return accepted, _routed_rows(project, _first_of_each(accepted))
 
 
 def write_once(
@@ -77,18 +91,20 @@ def write_once(
     principal: Principal,
     slug: str,
     claim: idempotency.Claim | None,
-    store: Callable[[Session, Project], Answer],
+    store: Callable[[Connection, ProjectRules], Answer],
 ) -> Answer:
     """Run `store` in one write transaction with the answer recorded for `claim`.
 
     A concurrent request may insert one of the same external ids first; the unique index
-    then refuses ours, and running again reports those items as duplicates.
+    then skips ours and the answer reports them as duplicates. Should such an item be gone
+    again before we read it, the whole transaction runs again.
     """
     for attempt in range(3):
         try:
-            with db.transaction() as session:
-                result = store(session, visible_project(session, principal, slug))
-                idempotency.complete(session, claim, result.model_dump(mode="json"))
+            with db.begin() as connection:
+                result = store(connection, visible_rules(connection, principal, slug))
+                if claim is not None:
+                    idempotency.complete(connection, claim, result.model_dump(mode="json"))
                 return result
         except IntegrityError:
             if attempt == 2:
@@ -96,23 +112,32 @@ def write_once(
     raise AssertionError("unreachable")
 
 
-def _shape(project: Project) -> str:
-    return json.dumps([project.id, project.labels, project.input_kind, project.features])
-
-
 def store_predictions(
-    session: Session, project: Project, accepted: Sequence[Accepted]
+    connection: Connection, project: ProjectRules, accepted: Sequence[Accepted]
 ) -> PredictionsOut:
-    """Insert new items with their route; report existing external ids as duplicates."""
-    existing = existing_items(session, project.id, [a.external_id for a in accepted])
-    fresh: dict[str, Accepted] = {}
-    for item in accepted:
-        if item.external_id not in existing:
-            fresh.setdefault(item.external_id, item)
-    rows = _routed_rows(project, list(fresh.values()))
-    deferred = _cap_queue(session, project, rows)
-    if rows:
-        insert_items(session, rows)
+    """Route and insert new items; report existing external ids as duplicates."""
+    rows = _routed_rows(project, _first_of_each(accepted))
+    return store_routed(connection, project, accepted, rows)
+
+
+def store_routed(
+    connection: Connection, project: ProjectRules, accepted: Sequence[Accepted], rows: list[Row]
+) -> PredictionsOut:
+    """Insert the routed rows new to the project; report existing external ids as duplicates.
+
+    Without a queue cap the rows go straight to the unique index, which skips the known ones
+    (one statement for a batch of new items); a cap counts new review items, so it looks the
+    known ones up first.
+    """
+    existing: dict[str, Row] = {}
+    if project.max_queue is not None:
+        existing = existing_items(connection, project.id, [row["external_id"] for row in rows])
+        rows = [row for row in rows if row["external_id"] not in existing]
+    deferred = _cap_queue(connection, project, rows)
+    taken = insert_items(connection, rows)
+    if taken:  # stored before us: report what is stored
+        existing.update(_stored(connection, project.id, taken))
+        rows = [row for row in rows if row["external_id"] not in existing]
     known = {**existing, **{row["external_id"]: row for row in rows}}
     seen: set[str] = set(existing)
     results = []
@@ -127,12 +152,27 @@ def store_predictions(
     )
 
 
-def _routed_rows(project: Project, items: list[Accepted]) -> list[dict[str, Any]]:
+def _stored(connection: Connection, project_id: int, external_ids: list[str]) -> dict[str, Row]:
+    found = existing_items(connection, project_id, external_ids)
+    if len(found) < len(external_ids):  # inserted by another request, and gone again
+        raise IntegrityError("items of these external ids", None, LookupError(external_ids))
+    return found
+
+
+def _first_of_each(accepted: Sequence[Accepted]) -> list[Accepted]:
+    """The first item of each external id, in request order."""
+    first: dict[str, Accepted] = {}
+    for item in accepted:
+        first.setdefault(item.external_id, item)
+    return list(first.values())
+
+
+def _routed_rows(project: ProjectRules, items: list[Accepted]) -> list[Row]:
     if not items:
         return []
     scores = uncertainty.score(project.strategy, np.array([i.probabilities for i in items]))
     threshold, audit_rate, labels = project.threshold, project.audit_rate, project.labels
-    draws = np.random.default_rng().random(len(items)).tolist()  # fresh OS entropy: fork-safe
+    draws = [random.random() for _ in items]  # `random` reseeds itself in a forked child
     rows = []
     for item, score, draw in zip(items, scores.tolist(), draws, strict=True):
         route = routing.route(score, threshold, audit_rate, draw)
@@ -155,7 +195,7 @@ def _routed_rows(project: Project, items: list[Accepted]) -> list[dict[str, Any]
     return rows
 
 
-def _cap_queue(session: Session, project: Project, rows: list[dict[str, Any]]) -> int:
+def _cap_queue(connection: Connection, project: ProjectRules, rows: list[Row]) -> int:
     """Keep the review queue within `max_queue`: reject the batch, or defer what overflows.
 
     Audit items are never capped: the holdout must not starve. Deferral keeps the most
@@ -164,11 +204,9 @@ def _cap_queue(session: Session, project: Project, rows: list[dict[str, Any]]) -
     review = [row for row in rows if row["route"] == "review"]
     if project.max_queue is None or not review:
         return 0
-    if session.get_bind().dialect.name == "postgresql":  # one capped ingest at a time
-        session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
-    queued = session.scalar(
-        select(func.count(Item.id)).where(Item.project_id == project.id, Item.status == "queued")
-    )
+    if connection.dialect.name == "postgresql":  # one capped ingest at a time
+        connection.execute(_LOCK_PROJECT, {"project_id": project.id})
+    queued = connection.scalar(_QUEUED, {"project_id": project.id})
     room = max(0, project.max_queue - (queued or 0))
     if len(review) <= room:
         return 0

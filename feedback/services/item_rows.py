@@ -2,7 +2,9 @@
 
 Binding 14 columns a row through SQLAlchemy costs several times what the database does, so
 the rows go to the driver as tuples with their JSON already encoded (text that SQLAlchemy's
-JSON type reads back as it reads its own), inside the session's own transaction:
+JSON type reads back as it reads its own), inside the caller's transaction. The unique index
+skips external ids the project has already (`ON CONFLICT DO NOTHING`): a batch of new items
+needs no lookup first, and a concurrent request storing the same id makes ours a duplicate.
 
 - SQLite: multi-row `INSERT ... VALUES (...), (...) RETURNING`, 1,000 rows a statement;
 - PostgreSQL: psycopg's pipelined `executemany(..., returning=True)`, which beats one
@@ -18,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from feedback.db.models import Item, naive_utcnow
 
@@ -30,11 +31,29 @@ COLUMNS = (
 SQLITE_ROWS_PER_STATEMENT = 1000
 LOOKUP_CHUNK = 500  # 14 parameters a row: within SQLite's 32,766
 _json_string = json.encoder.encode_basestring_ascii
+_SKIP_KNOWN = " ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id, external_id"
+_FOUND = (Item.id, Item.external_id, Item.route, Item.uncertainty, Item.status, Item.deferred)
+_WANTED = func.unnest(bindparam("ids", type_=ARRAY(String))).table_valued("external_id")
+_GIVEN = _WANTED.render_derived()
+_FOUND_POSTGRES = select(*_FOUND).join_from(
+    _GIVEN,
+    Item,
+    (Item.project_id == bindparam("project_id")) & (Item.external_id == _GIVEN.c.external_id),
+)
+_FOUND_SQLITE = select(*_FOUND).where(
+    Item.project_id == bindparam("project_id"),
+    Item.external_id.in_(bindparam("ids", expanding=True)),
+)
 
 
-def insert_items(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert routed item rows and set each row's new `id`."""
-    connection = session.connection()
+def insert_items(connection: Connection, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert routed item rows and set each new row's `id`; skip external ids the project has.
+
+    Returns:
+        The external ids that were skipped: stored before, perhaps by a concurrent request.
+    """
+    if not rows:
+        return []
     sqlite = connection.dialect.name == "sqlite"
     now = naive_utcnow()
     created: Any = now.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now  # SQLAlchemy's form
@@ -43,29 +62,28 @@ def insert_items(session: Session, rows: list[dict[str, Any]]) -> None:
     returned = _sqlite(connection, head, values) if sqlite else _postgres(connection, head, values)
     ids = {external_id: item_id for item_id, external_id in returned}
     for row in rows:
-        row["id"] = ids[row["external_id"]]
+        if row["external_id"] in ids:
+            row["id"] = ids[row["external_id"]]
+    return [row["external_id"] for row in rows if row["external_id"] not in ids]
 
 
 def existing_items(
-    session: Session, project_id: int, external_ids: list[str]
+    connection: Connection, project_id: int, external_ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     """The project's items with these external ids, by external id.
 
     On PostgreSQL the ids are joined from an array: an `IN` list of hundreds is planned as a
     sequential scan until the table has statistics, which a fast-growing table lacks.
     """
-    columns = (Item.id, Item.external_id, Item.route, Item.uncertainty, Item.status, Item.deferred)
-    if session.get_bind().dialect.name == "postgresql":
-        wanted = func.unnest(bindparam("ids", external_ids, ARRAY(String)))
-        given = wanted.table_valued("external_id").render_derived()
-        on = (Item.project_id == project_id) & (Item.external_id == given.c.external_id)
-        found = session.execute(select(*columns).join_from(given, Item, on)).all()
+    if connection.dialect.name == "postgresql":
+        found = connection.execute(
+            _FOUND_POSTGRES, {"project_id": project_id, "ids": external_ids}
+        ).all()
     else:
         found = []
         for start in range(0, len(external_ids), LOOKUP_CHUNK):
             chunk = external_ids[start : start + LOOKUP_CHUNK]
-            where = (Item.project_id == project_id) & Item.external_id.in_(chunk)
-            found += session.execute(select(*columns).where(where)).all()
+            found += connection.execute(_FOUND_SQLITE, {"project_id": project_id, "ids": chunk})
     return {row.external_id: row._asdict() for row in found}
 
 
@@ -88,18 +106,21 @@ def _sqlite(connection: Connection, head: str, values: list[tuple[Any, ...]]) ->
     returned: list[Any] = []
     for start in range(0, len(values), SQLITE_ROWS_PER_STATEMENT):
         chunk = values[start : start + SQLITE_ROWS_PER_STATEMENT]
-        statement = head + ", ".join([marks] * len(chunk)) + " RETURNING id, external_id"
+        statement = head + ", ".join([marks] * len(chunk)) + _SKIP_KNOWN
         flat = tuple(value for row in chunk for value in row)
         returned += connection.exec_driver_sql(statement, flat).all()
     return returned
 
 
 def _postgres(connection: Connection, head: str, values: list[tuple[Any, ...]]) -> list[Any]:
-    statement = head + "(" + ", ".join(["%s"] * len(COLUMNS)) + ") RETURNING id, external_id"
+    statement = head + "(" + ", ".join(["%s"] * len(COLUMNS)) + ")" + _SKIP_KNOWN
     driver: Any = connection.connection.driver_connection  # psycopg, in this transaction
     returned: list[Any] = []
     try:
         with driver.cursor() as cursor:
+            if len(values) == 1:  # one round trip without entering pipeline mode
+                returned += cursor.execute(statement, values[0]).fetchall()
+                return returned
             cursor.executemany(statement, values, returning=True)
             while True:
                 returned += cursor.fetchall()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from feedback.db.engine import Database
 from feedback.db.models import ModelVersion, Project
@@ -16,6 +16,7 @@ from feedback.services import idempotency
 from feedback.services.ingest import store_predictions, write_once
 from feedback.services.models import predict_probabilities
 from feedback.services.prediction_checks import Accepted, normalise_input, pydantic_problems
+from feedback.services.project_rules import ProjectRules
 from feedback.services.projects import visible_project
 from feedback.services.users import Principal
 
@@ -52,15 +53,15 @@ def predict_and_route(
         for p, row in zip(parsed, probabilities, strict=True)
     ]
 
-    def store(session: Session, project: Project) -> PredictOut:
-        stored = store_predictions(session, project, accepted).model_dump()
+    def store(connection: Connection, project: ProjectRules) -> PredictOut:
+        stored = store_predictions(connection, project, accepted).model_dump()
         return _answer(project, version, stored, probabilities.tolist())
 
     return write_once(db, principal, slug, claim, store)
 
 
 def _answer(
-    project: Project, version: ModelVersion, stored: dict[str, Any], rows: list[list[float]]
+    project: ProjectRules, version: ModelVersion, stored: dict[str, Any], rows: list[list[float]]
 ) -> PredictOut:
     items = [
         PredictedItem(

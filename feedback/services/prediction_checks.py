@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from feedback.db.models import Project
 from feedback.domain.errors import FieldError, InvalidInput
 from feedback.schemas import FeaturesInput, PredictionIn, TextInput
 
 SUM_TOLERANCE = 1e-3
 _prediction = TypeAdapter(PredictionIn)
 _predictions = TypeAdapter(list[PredictionIn])
+
+
+class InputRules(Protocol):
+    """What a prediction is checked against: a project, or its `ProjectRules`."""
+
+    @property
+    def labels(self) -> Sequence[Any]: ...
+    @property
+    def input_kind(self) -> str: ...
+    @property
+    def features(self) -> Sequence[Any] | None: ...
 
 
 class Accepted(NamedTuple):  # a tuple: thousands are built per batch, on the hot path
@@ -28,7 +38,7 @@ class Accepted(NamedTuple):  # a tuple: thousands are built per batch, on the ho
     display: dict[str, Any] | None
 
 
-def validate_predictions(project: Project, raw: Sequence[Any]) -> list[Accepted]:
+def validate_predictions(project: InputRules, raw: Sequence[Any]) -> list[Accepted]:
     """Check shape and project rules for every item; raise listing all problems."""
     try:
         parsed: list[PredictionIn | None] = list(_predictions.validate_python(raw))
@@ -135,7 +145,7 @@ def probability_problems(
 
 
 def normalise_input(
-    project: Project, given: TextInput | FeaturesInput
+    project: InputRules, given: TextInput | FeaturesInput
 ) -> tuple[dict[str, Any] | None, str]:
     """Return the input in stored form (text, or features in declared order), or a problem."""
     if project.input_kind == "text":
@@ -148,7 +158,10 @@ def normalise_input(
     values = given.features
     if isinstance(values, dict):
         if set(values) != set(names):
-            return None, f"features must be exactly {names[:10]}{'...' if len(names) > 10 else ''}"
+            return (
+                None,
+                f"features must be exactly {list(names[:10])}{'...' if len(names) > 10 else ''}",
+            )
         values = [values[name] for name in names]
     if len(values) != len(names):
         return None, f"expected {len(names)} features, got {len(values)}"

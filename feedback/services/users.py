@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
 from feedback.db.engine import Database
 from feedback.db.models import ApiToken, LoginFailure, Project, User, UserSession, naive_utcnow
@@ -170,19 +170,26 @@ def _require(value: int | None, what: str) -> int:
     return value
 
 
+_TOKEN_PRINCIPAL = (  # built once: a bearer token is looked up on every API request
+    select(ApiToken.project_id, User.id, User.role, User.email, User.is_active)
+    .outerjoin(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+)
+
+
 def principal_for_token(db: Database, token: str) -> Principal | None:
-    """Return who a bearer token speaks for, or None if it is unknown or revoked."""
-    with db.read() as session:
-        record = session.scalar(
-            select(ApiToken).where(
-                ApiToken.token_hash == digest(token), ApiToken.revoked_at.is_(None)
-            )
-        )
-        if record is None:
-            return None
-        if record.project_id is not None:
-            return Principal(user_id=None, role="service", project_id=record.project_id)
-        user = session.get(User, record.user_id)
-    if user is None or not user.is_active:
+    """Return who a bearer token speaks for, or None if it is unknown or revoked.
+
+    Looked up afresh on every call (one statement, nothing written), so a revocation or a
+    deactivated user takes effect at the next request.
+    """
+    with db.read_statements() as connection:
+        row = connection.execute(_TOKEN_PRINCIPAL, {"token_hash": digest(token)}).first()
+    if row is None:
         return None
-    return Principal(user_id=user.id, role=user.role, email=user.email)
+    project_id, user_id, role, email, is_active = row
+    if project_id is not None:
+        return Principal(user_id=None, role="service", project_id=project_id)
+    if user_id is None or not is_active:
+        return None
+    return Principal(user_id=user_id, role=role, email=email)
