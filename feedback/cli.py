@@ -128,7 +128,7 @@ def projects_group() -> None:
     help="CSV or JSONL with a `label` column/field.",
 )
 @click.option("--threshold", type=float, default=0.8, show_default=True)
-@click.option("--strategy", default="least_confidence", show_default=True)
+@click.option("--strategy", default=projects.ProjectSpec.strategy, show_default=True)
 @click.option("--audit-rate", type=float, default=0.05, show_default=True)
 @click.option("--overlap", type=int, default=1, show_default=True)
 @click.option(
@@ -139,6 +139,13 @@ def projects_group() -> None:
     help="New decisions that trigger a retrain.",
 )
 @click.option("--model-spec", default="auto", show_default=True)
+@click.option(
+    "--random-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=projects.ProjectSpec.random_share,
+    show_default=True,
+    help="Share of claims served a uniformly random queued item instead of the top.",
+)
 @pass_context
 def projects_create(
     ctx: Context,
@@ -153,6 +160,7 @@ def projects_create(
     overlap: int,
     retrain_after: int,
     model_spec: str,
+    random_share: float,
 ) -> None:
     """Create a project, optionally with seed data (a slice of it becomes holdout)."""
     spec = projects.ProjectSpec(
@@ -166,6 +174,7 @@ def projects_create(
         overlap=overlap,
         retrain_min_decisions=retrain_after,
         model_spec=model_spec,
+        random_share=random_share,
     )
     seed = _run(lambda: read_seed_file(seed_data, input_kind, spec.features)) if seed_data else []
     _run(lambda: projects.create_project(ctx.db, spec, seed))

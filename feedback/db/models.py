@@ -78,7 +78,7 @@ class Project(Base):
     labels: Mapped[list[Any]] = mapped_column()
     features: Mapped[list[Any] | None] = mapped_column(nullable=True)
     threshold: Mapped[float] = mapped_column(Float, default=0.8)
-    strategy: Mapped[str] = mapped_column(String(32), default="least_confidence")
+    strategy: Mapped[str] = mapped_column(String(32), default="margin")
     audit_rate: Mapped[float] = mapped_column(Float, default=0.05)
     overlap: Mapped[int] = mapped_column(Integer, default=1)
     show_prediction: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -33,7 +33,7 @@ class ProjectSpec:
     features: list[str] | None = None
     name: str = ""
     threshold: float = 0.8
-    strategy: str = "least_confidence"
+    strategy: str = "margin"
     audit_rate: float = 0.05
     overlap: int = 1
     retrain_min_decisions: int = 20
@@ -44,6 +44,7 @@ class ProjectSpec:
     promotion_min_gain: float = 0.0
     promotion_min_holdout: int = 20
     promotion_class_tolerance: float = 0.10
+    random_share: float = 0.0
     holdout_share: float = 0.25
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -69,6 +70,8 @@ def spec_problems(spec: ProjectSpec) -> list[F]:
         problems.append(F("audit_rate", "must be between 0 and 1"))
     if spec.overlap < 1:
         problems.append(F("overlap", "must be at least 1"))
+    if not 0.0 <= spec.random_share <= 1.0:
+        problems.append(F("random_share", "must be between 0 and 1"))
     if spec.promotion_metric not in ("macro_f1", "accuracy", "log_loss"):
         problems.append(F("promotion_metric", "must be macro_f1, accuracy or log_loss"))
     if spec.model_spec not in BUILTIN_SPECS and ":" not in spec.model_spec:

@@ -157,7 +157,7 @@ def order_project(db: Database, slug: str) -> None:
     mostly `pos`; the holdout keeps the truth. A later model trained on more true labels
     has its boundary near 0, is better, and orders the queue differently.
     """
-    features_project(db, slug, blobs(300, seed=11), holdout_share=0.4)
+    features_project(db, slug, blobs(300, seed=11), holdout_share=0.4, strategy="least_confidence")
     pid = project_id(db, slug)
     with db.transaction() as session:
         rows = session.execute(

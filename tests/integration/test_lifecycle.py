@@ -47,7 +47,7 @@ def test_each_version_records_its_snapshot_and_what_changed_is_answerable(
     assert first.report["watermark"] == v1.watermark
     assert v1.train_size + v1.holdout_size == 80
     assert set(v1.timings) >= {"snapshot", "fit", "evaluate", "save"}
-    assert v1.routing == {"threshold": 0.8, "strategy": "least_confidence", "audit_rate": 0.0}
+    assert v1.routing == {"threshold": 0.8, "strategy": "margin", "audit_rate": 0.0}
     assert set(v1.library_versions) >= {"python", "scikit-learn", "skops"}
     data.add_decisions(db, project, data.fresh_texts(30))
     data.add_decisions(db, project, data.fresh_texts(4, offset=2000), holdout=True)
