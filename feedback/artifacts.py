@@ -45,7 +45,8 @@ def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredA
     """Serialise `model` with skops into `folder`, named by its digest, written atomically.
 
     The bytes are checked against the allowlist first, so a model the loader would refuse
-    is never stored. A file already there under the same name is reused only if it verifies.
+    is never stored. A file already there under the same name is reused only if it verifies;
+    a new file is read back and verified once written. Either way the file verifies on return.
 
     Raises:
         ArtifactError: the model holds types outside the allowlist.
@@ -62,6 +63,7 @@ def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredA
     target = folder / f"{digest}.skops"
     if not _verifies(target, digest):
         _write_atomically(folder, target, data)
+        read_verified(target, digest)
     return StoredArtifact(path=str(target), sha256=digest, size=len(data))
 
 
@@ -121,7 +123,11 @@ def untrusted_types(data: bytes, name: str) -> set[str]:
 
 def load(path: str | Path, sha256: str, extra_trusted: Iterable[str] = ()) -> Any:
     """Verify the digest, refuse unknown types, then build the model with skops."""
-    data = read_verified(path, sha256)
+    return build(read_verified(path, sha256), path, extra_trusted)
+
+
+def build(data: bytes, path: str | Path, extra_trusted: Iterable[str] = ()) -> Any:
+    """Refuse unknown types, then build the model from bytes `read_verified` returned."""
     untrusted = untrusted_types(data, str(path))
     refused = sorted(untrusted - allowed_types(extra_trusted))
     if refused:

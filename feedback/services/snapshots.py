@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from sqlalchemy import case, func, null, or_, select
@@ -22,6 +23,8 @@ from sqlalchemy.orm import Session
 from feedback.db.clock import utcnow
 from feedback.db.models import Decision, Item, Project
 from feedback.domain.pipelines import input_key
+
+DIGEST_CHUNK = 10_000  # examples hashed per update: fewer calls, bounded memory
 
 
 class Example(NamedTuple):
@@ -46,11 +49,11 @@ class Labels:
     inputs: dict[int, Any] = field(default_factory=dict, repr=False)
     inputs_after: int = 0
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return digest(self.train)
 
-    @property
+    @cached_property
     def holdout_digest(self) -> str:
         return digest(self.holdout)
 
@@ -62,8 +65,9 @@ class Labels:
 def digest(examples: list[Example]) -> str:
     """sha256 over `decision_id:item_id:label` lines, in decision order."""
     hasher = hashlib.sha256()
-    for example in examples:
-        hasher.update(f"{example.decision_id}:{example.item_id}:{example.label}\n".encode())
+    for start in range(0, len(examples), DIGEST_CHUNK):
+        chunk = examples[start : start + DIGEST_CHUNK]
+        hasher.update("".join(f"{d}:{i}:{label}\n" for d, i, label in chunk).encode())
     return hasher.hexdigest()
 
 
@@ -102,16 +106,27 @@ def _input_value(project: Project) -> Any:
 def _split(
     project: Project, rows: Sequence[Any], watermark: int, taken_at: datetime, after: int
 ) -> Labels:
+    """One pass over the rows (a snapshot can hold 100,000 of them: no per-row attribute
+    lookups, no second or third pass)."""
     classes = set(project.labels)
-    excluded = Counter(row.label for row in rows if row.label not in classes)
-    kept = [row for row in rows if row.label in classes]
+    excluded: Counter[str] = Counter()
+    train: list[Example] = []
+    holdout: list[Example] = []
+    inputs: dict[int, Any] = {}
+    for decision_id, item_id, label, is_holdout, value in rows:
+        if label not in classes:
+            excluded[label] += 1
+            continue
+        (holdout if is_holdout else train).append(Example(decision_id, item_id, label))
+        if decision_id > after or is_holdout:
+            inputs[decision_id] = value
     return Labels(
-        train=[Example(r.id, r.item_id, r.label) for r in kept if not r.is_holdout],
-        holdout=[Example(r.id, r.item_id, r.label) for r in kept if r.is_holdout],
+        train=train,
+        holdout=holdout,
         excluded=dict(sorted(excluded.items())),
         watermark=watermark,
         taken_at=taken_at,
-        inputs={r.id: r.value for r in kept if r.id > after or r.is_holdout},
+        inputs=inputs,
         inputs_after=after,
     )
 

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 from feedback.artifacts import ArtifactError
 from feedback.db.models import ModelVersion, Project
 from feedback.domain import incremental, pipelines
-from feedback.domain.evaluation import evaluate, no_scores
+from feedback.domain.evaluation import evaluate_all, no_scores
 from feedback.domain.promotion import Scores
 from feedback.services import snapshots
-from feedback.services.models import load_version
+from feedback.services.models import load_checked
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def prepare(session: Session, project: Project, version: ModelVersion | None) ->
     labels = snapshots.read_labels(session, project, since if project.incremental else 0)
     champion = load_champion(version, project.trusted_types or ())
     spec = pipelines.resolve_spec(project.model_spec, project.input_kind)
-    parent = _parent(session, champion, labels, project.full_refit_every)
+    parent = None  # only incremental mode continues from the champion
+    if project.incremental:
+        parent = _parent(session, champion, labels, project.full_refit_every)
     new = sum(1 for e in labels.train if e.decision_id > since)
     plan = incremental.plan(
         project.incremental, parent, spec, project.labels, project.full_refit_every, new
@@ -81,11 +83,11 @@ def prepare(session: Session, project: Project, version: ModelVersion | None) ->
 
 
 def load_champion(version: ModelVersion | None, trusted: Any) -> Champion | None:
-    """Load the champion through the verified loader; a refused file is reported, not raised."""
+    """Load the champion, its file checked now; a refused file is reported, not raised."""
     if version is None:
         return None
     try:
-        return Champion(version, load_version(version, trusted), None)
+        return Champion(version, load_checked(version, trusted), None)
     except ArtifactError as error:
         log.error("champion v%s refused: %s", version.version, error)
         return Champion(version, None, str(error))
@@ -147,14 +149,10 @@ def judge(work: Work, candidate: Any, baseline: Any) -> dict[str, Scores]:
     if not snapshot.holdout_labels:
         return {"candidate": no_scores(), "baseline": no_scores()}
     inputs = pipelines.as_model_input(snapshot.holdout_inputs, project.input_kind)
-    truth, labels = snapshot.holdout_labels, project.labels
-    scores = {
-        "candidate": evaluate(candidate, inputs, truth, labels),
-        "baseline": evaluate(baseline, inputs, truth, labels),
-    }
+    models = {"candidate": candidate, "baseline": baseline}
     if work.champion is not None and work.champion.model is not None:
-        scores["champion"] = evaluate(work.champion.model, inputs, truth, labels)
-    return scores
+        models["champion"] = work.champion.model
+    return evaluate_all(models, inputs, snapshot.holdout_labels, project.labels)
 
 
 def needs_full_refit(work: Work, scores: dict[str, Scores]) -> str:
