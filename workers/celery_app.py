@@ -20,9 +20,15 @@ from workers import tasks
 TRAINING_QUEUE = "training"
 DEFAULT_QUEUE = "feedback"
 TICK_SOFT_LIMIT = 60  # a tick is a few queries; one stuck on a lock must not block the next
-MAX_TASKS_PER_CHILD = 20  # fitted models fragment memory: recycle pool processes regularly
+# Fitted models fragment memory: recycle pool processes regularly. Every beat tick counts as
+# a task too, so this is not 20: at 20 a process lived 10 s at a 0.5 s tick (100 s at 5 s)
+# and each retrain met a cold one (champion not cached, statements not compiled). 1,000
+# is ~80 minutes at the default tick; the memory limit below still replaces a grown one.
+MAX_TASKS_PER_CHILD = 1000
 MAX_MEMORY_PER_CHILD_KIB = 2_000_000  # ...and replace one that grew past ~2 GB after its task
-FILESYSTEM_POLL_SECONDS = 0.2
+# An idle embedded worker lists its queue folders this often: a message waits half of it on
+# average, twice per retrain (beat -> tick, tick -> retrain); a listing costs ~0.1 ms.
+FILESYSTEM_POLL_SECONDS = 0.05
 
 
 def make_celery(settings: Settings) -> Celery:
