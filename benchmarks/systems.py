@@ -6,7 +6,10 @@ worker and beat on the same instance. A second process (wrk, or a bounded Python
 wrk is missing) sends the same JSON body with the same bearer token to three endpoints in
 turn, for a fixed time each: the no-op, an authenticated read (`GET .../model`) and a
 single-item `POST .../predictions` with a fresh external id every request. Afterwards a
-retrain runs on the worker, and the peak RSS (VmHWM) of every process is read from /proc.
+retrain runs on the worker, the peak RSS (VmHWM) of every process is read from /proc, and
+single-item ingests through the Flask test client count what one asks of the database (SQL
+statements, connection checkouts, commits). `python -m benchmarks.systems [--smoke]` prints
+the result.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import contextlib
 import json
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from sklearn.datasets import load_digits
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from benchmarks import common
 from feedback.config import Settings
@@ -37,6 +42,7 @@ from feedback.db.models import Item
 from feedback.runner import commands
 from feedback.services import projects, users
 from feedback.services.seed_files import Example
+from feedback.web import create_app
 
 SLUG = "bench"
 CONNECTIONS = 8  # as many as gunicorn has threads (2 workers x 4)
@@ -44,6 +50,7 @@ FULL_RUNS, FULL_SECONDS = 5, 5.0
 SMOKE_RUNS, SMOKE_SECONDS = 1, 2.0
 SEED_ROWS = 600
 MAX_PYTHON_REQUESTS = 200_000  # the Python client's hard bound per run
+COUNTED_REQUESTS = 200  # single-item ingests counted in-process for their database work
 WRK_SCRIPT = """
 local counter = 0
 wrk.method = "POST"
@@ -333,11 +340,48 @@ def measure_backend(
                 v.requests for v in loads["single-item ingest"]
             ),
             "retrain on the worker after the loads": stack.retrain(),
+            **database_work(stack, COUNTED_REQUESTS),
         }
         facts.update({f"peak RSS MiB, {k}": v for k, v in stack.peak_rss().items()})
         return loads, facts
     finally:
         stack.stop()
+
+
+def database_work(stack: Stack, requests: int) -> dict[str, float]:
+    """Count what one single-item ingest asks of the database, in-process (test client).
+
+    SQL statements are those SQLAlchemy executes: on PostgreSQL the item insert goes to the
+    driver directly and is not among them. Commits are write transactions.
+    """
+    client = create_app(stack.settings, stack.db).test_client()
+    counts: Counter[str] = Counter()
+    hooks = {
+        (stack.db.engine, "before_cursor_execute"): "SQL statements",
+        (stack.db.engine.pool, "checkout"): "connection checkouts",
+        (stack.db.engine, "commit"): "commits",
+    }
+    listeners = {key: _counter(counts, name) for key, name in hooks.items()}
+    for (target, name), listener in listeners.items():
+        event.listen(target, name, listener)
+    try:
+        for index in range(requests):
+            body = json.loads(stack.body() % ("counted-", index))
+            response = client.post(
+                f"/api/v1/projects/{SLUG}/predictions",
+                json=body,
+                headers={"Authorization": f"Bearer {stack.token}"},
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"a counted ingest failed: {response.get_data(as_text=True)}")
+    finally:
+        for (target, name), listener in listeners.items():
+            event.remove(target, name, listener)
+    return {f"per single-item ingest: {name}": counts[name] / requests for name in hooks.values()}
+
+
+def _counter(counts: Counter[str], name: str) -> Any:
+    return lambda *_: counts.update([name])
 
 
 def judge(
@@ -400,3 +444,7 @@ def explain(backend: str, loads: dict[str, list[Load]], ratio: float | None) -> 
             else "."
         )
     )
+
+
+if __name__ == "__main__":
+    print(json.dumps(run("--smoke" in sys.argv[1:]), indent=2))
