@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify, request
 
-from feedback.web import create_app
+from feedback.web import create_app, freeze_startup_heap
 from feedback.web.context import csrf
 
 
 def create_bench_app() -> Flask:
-    """The product app (settings from the environment) with `POST /bench/noop` added."""
+    """The product app (settings from the environment) with `POST /bench/noop` added.
+
+    Built like `create_app_from_env()`, the product's gunicorn entry point: the startup heap
+    is frozen once the app exists.
+    """
     app = create_app()
     app.add_url_rule("/bench/noop", "bench_noop", noop, methods=["POST"])
     csrf.exempt(noop)  # like the API: no CSRF token on a bearer-style JSON call
+    freeze_startup_heap()
     return app
 
 
