@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, inspect, select
 
 from feedback.cli import main
 from feedback.config import Settings
@@ -147,3 +147,32 @@ def test_housekeeping_forgets_old_idempotency_keys(db: Database) -> None:
     assert idempotency.purge(db, IDEMPOTENCY_KEEP_SECONDS) == 1
     with db.read() as session:
         assert session.scalars(select(IdempotencyKey.key)).all() == ["new"]
+
+
+def test_db_downgrade_asks_first_then_undoes_and_upgrade_redoes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {"FEEDBACK_DATABASE_URL": url, "FEEDBACK_INSTANCE_PATH": str(tmp_path)}
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    refused = runner.invoke(main, ["db", "downgrade", "base"], env=env, input="n\n")
+    assert refused.exit_code == 1
+    assert "Undo migrations down to base?" in refused.output
+    assert "users" in inspect(create_engine(url)).get_table_names()
+    done = runner.invoke(main, ["db", "downgrade", "base", "--yes"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "users" not in inspect(create_engine(url)).get_table_names()
+    assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    assert "users" in inspect(create_engine(url)).get_table_names()
+
+
+def test_a_version_number_past_32_bits_is_a_usage_error(
+    settings: Settings, db: Database, project: str
+) -> None:
+    env = {
+        "FEEDBACK_DATABASE_URL": settings.database_url,
+        "FEEDBACK_INSTANCE_PATH": str(settings.instance_path),
+    }
+    for args in (["rollback", "demo", str(2**31)], ["changes", "demo", "1", "--until", str(2**31)]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2, result.output
+        assert "is not in the range" in result.output
