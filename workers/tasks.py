@@ -11,7 +11,7 @@ from celery.signals import worker_process_init
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
-from feedback.services import idempotency, models, outbox, retrain, webhooks
+from feedback.services import deferred, idempotency, models, outbox, retrain, webhooks
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_KEEP_SECONDS = 86_400
@@ -41,9 +41,13 @@ def register(app: Celery) -> None:
 
     @app.task(name="workers.tasks.tick", ignore_result=True)
     def tick() -> int:
-        """Request due retrains, then hand the outbox to the broker; return how many sent."""
+        """Request due retrains, re-queue deferred items that fit, hand the outbox over.
+
+        Returns how many outbox messages went to the broker.
+        """
         db = database(app)
         retrain.schedule_due(db, app.feedback_settings)  # type: ignore[attr-defined]
+        deferred.requeue_deferred(db)
         messages = outbox.pending(db)
         sent = []
         for message in messages:

@@ -133,12 +133,23 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = _created()
 
 
+# Review items a full queue deferred (stored as auto) that have not gone back into it yet.
+DEFERRED_WAITING = "deferred AND status = 'auto'"
+
+
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("project_id", "external_id", name="uq_items_project_id_external_id"),
         Index("ix_items_queue", "project_id", "status", "priority", "id"),
         Index("ix_items_random", "project_id", "status", "random_key", "id"),
+        Index(
+            "ix_items_deferred",
+            "project_id",
+            "uncertainty",
+            sqlite_where=text(DEFERRED_WAITING),
+            postgresql_where=text(DEFERRED_WAITING),
+        ),
         Index(
             "ix_items_gold",
             "project_id",

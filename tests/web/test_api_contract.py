@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from feedback.db.engine import Database
 from feedback.db.models import IdempotencyKey, Item, Project
-from feedback.services import idempotency, ingest, projects, queue, users
+from feedback.services import deferred, idempotency, ingest, projects, queue, users
 from feedback.services.seed_files import Example
 from tests.conftest import People
 
@@ -104,6 +104,29 @@ def test_full_queue_defers_the_least_uncertain_review_items_as_auto(
     ).get_json()
     assert again["items"][0]["duplicate"] is True
     assert again["items"][0]["deferred"] is True
+
+
+def test_deferred_items_go_back_into_the_queue_most_uncertain_first_when_room_frees(
+    client: FlaskClient, db: Database, service_token: str, people: People
+) -> None:
+    limit_queue(db, 2, "defer")
+    batch = [item("coin", 0.5), item("lean", 0.6), item("mild", 0.7), item("faint", 0.75)]
+    body = client.post(PREDICTIONS, json={"items": batch}, headers=bearer(service_token))
+    assert body.get_json()["deferred"] == 2
+    assert deferred.requeue_deferred(db) == 0  # no room yet: nothing moves
+    claim = queue.claim_next(db, people.labeler, "demo", 60)
+    assert claim is not None
+    queue.cast_vote(db, people.labeler, claim.item_id, "pos", claim.fence, 1.0)
+    assert deferred.requeue_deferred(db) == 1  # one decided, one back: the more uncertain
+    with db.read() as session:
+        states = dict(session.execute(select(Item.external_id, Item.status)).all())
+    assert states["mild"] == "queued"
+    assert states["faint"] == "auto"
+    assert count(db, Item, Item.status == "queued") == 2
+    limit_queue(db, 10, "defer")  # the beat's tick runs this every interval
+    assert deferred.requeue_deferred(db) == 1
+    assert deferred.requeue_deferred(db) == 0
+    assert count(db, Item, Item.status == "queued") == 3
 
 
 def test_audit_items_are_not_capped(client: FlaskClient, db: Database, service_token: str) -> None:
