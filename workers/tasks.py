@@ -41,13 +41,13 @@ def register(app: Celery) -> None:
 
     @app.task(name="workers.tasks.tick", ignore_result=True)
     def tick() -> int:
-        """Request due retrains, re-queue deferred items that fit, hand the outbox over.
+        """Request due retrains, hand the outbox over, then re-queue deferred items that fit.
 
-        Returns how many outbox messages went to the broker.
+        Returns how many outbox messages went to the broker. Dispatch comes before the
+        deferred pass so a requested retrain never waits behind it.
         """
         db = database(app)
         retrain.schedule_due(db, app.feedback_settings)  # type: ignore[attr-defined]
-        deferred.requeue_deferred(db)
         messages = outbox.pending(db)
         sent = []
         for message in messages:
@@ -56,6 +56,7 @@ def register(app: Celery) -> None:
                 app.send_task(task, kwargs=message.payload)
             sent.append(message.id)
         outbox.mark_dispatched(db, sent)
+        deferred.requeue_deferred(db)
         return len(sent)
 
     @app.task(name="workers.tasks.housekeeping", ignore_result=True)

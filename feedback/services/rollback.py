@@ -12,7 +12,7 @@ from feedback import artifacts
 from feedback.db.engine import Database
 from feedback.db.models import AuditEvent, ModelVersion, OutboxMessage, Project
 from feedback.domain.errors import Conflict, FieldError, Forbidden, InvalidInput
-from feedback.services.models import load_version
+from feedback.services.models import load_checked
 from feedback.services.projects import visible_project
 from feedback.services.users import Principal
 
@@ -106,7 +106,7 @@ def _target(db: Database, principal: Principal, slug: str, number: int) -> _Targ
 
 def _verify(target: _Target) -> None:
     try:
-        load_version(target.version, target.trusted)
+        load_checked(target.version, target.trusted)
     except artifacts.ArtifactError as error:
         number = target.version.version
         raise _invalid(f"the model file of v{number} was refused: {error}") from error

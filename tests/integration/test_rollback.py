@@ -138,6 +138,19 @@ def test_rollback_refuses_callers_unknown_or_rejected_versions_and_a_moved_champ
     assert counts(db) == before
 
 
+def test_a_file_tampered_after_it_was_cached_is_refused_by_a_rollback(
+    db: Database, people: People, two_versions: tuple[ModelVersion, ModelVersion]
+) -> None:
+    v1, _v2 = two_versions
+    rollback.rollback(db, people.admin, SLUG, 1)  # v1's model is now in this process's cache
+    rollback.rollback(db, people.admin, SLUG, 2)
+    Path(v1.artifact_path).write_bytes(Path(v1.artifact_path).read_bytes() + b"tampered")
+    before = counts(db)
+    with pytest.raises(InvalidInput, match="model file of v1 was refused"):
+        rollback.rollback(db, people.admin, SLUG, 1)
+    assert counts(db) == before
+
+
 def plant(version: ModelVersion, payload: bytes, db: Database, forge_digest: bool) -> None:
     """Replace a version's file; with `forge_digest`, also the digest in the database."""
     Path(version.artifact_path).write_bytes(payload)
