@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import platform
 import threading
@@ -13,7 +14,7 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from feedback import artifacts
@@ -191,15 +192,20 @@ def _rescore_batches(
     db: Database, project: Project, version: ModelVersion, run_id: int | None, total: int
 ) -> tuple[int, bool]:
     """Re-score batch after batch; return the count and whether the champion held throughout."""
-    done, after, batch = 0, 0, RESCORE_BATCH.get(project.input_kind, 1000)
+    done, batch = 0, RESCORE_BATCH.get(project.input_kind, 1000)
+    after: tuple[float, int] = (-1.0, 0)
     while True:
         with db.read() as session:
             rows = (
                 session.connection()  # Core rows: no ORM bookkeeping per item
                 .execute(
-                    select(Item.id, Item.input, Item.route)
-                    .where(Item.project_id == project.id, Item.status == "queued", Item.id > after)
-                    .order_by(Item.id)
+                    select(Item.id, Item.random_key, Item.input, Item.route)
+                    .where(
+                        Item.project_id == project.id,
+                        Item.status == "queued",
+                        tuple_(Item.random_key, Item.id) > tuple_(*after),
+                    )
+                    .order_by(Item.random_key, Item.id)
                     .limit(batch)
                 )
                 .all()
@@ -210,7 +216,7 @@ def _rescore_batches(
         if not _write_scores(db, project, version, rows, run_id, progress):
             log.info("champion of project %s changed; this re-score stops", project.id)
             return done, False
-        done, after = done + len(rows), rows[-1].id
+        done, after = done + len(rows), (rows[-1].random_key, rows[-1].id)
 
 
 def _write_scores(
@@ -222,37 +228,43 @@ def _write_scores(
     progress: dict[str, Any],
 ) -> bool:
     probabilities = predict_probabilities(version, project, [r.input for r in rows])
-    scores = uncertainty.score(project.strategy, probabilities)
+    scores = uncertainty.score(project.strategy, probabilities).tolist()
+    keys = [json.dumps(label) for label in project.labels]
+    number = str(version.version)
     params = [
-        {
-            "b_id": row.id,
-            "b_unc": float(score),
-            "b_pri": AUDIT_PRIORITY if row.route == "audit" else float(score),
-            "b_probs": dict(zip(project.labels, map(float, probs), strict=True)),
-            "b_ver": str(version.version),
-        }
-        for row, score, probs in zip(rows, scores, probabilities, strict=True)
+        (
+            score,
+            AUDIT_PRIORITY if row.route == "audit" else score,
+            _json_object(keys, probs),
+            number,
+            row.id,
+        )
+        for row, score, probs in zip(rows, scores, probabilities.tolist(), strict=True)
     ]
+    params.sort(key=lambda values: values[-1])  # by id: neighbouring rows share pages
     with db.transaction() as session:
         current = session.scalar(select(Project.champion_id).where(Project.id == project.id))
         if current != version.id:
             return False
-        session.connection().execute(_SCORE_UPDATE, params)
+        connection = session.connection()  # the driver's executemany: no per-row processing
+        connection.exec_driver_sql(_SCORE_UPDATE[connection.dialect.name], params)
         _merge_progress(session, run_id, progress)
     return True
 
 
-_items = Item.__table__
-_SCORE_UPDATE = (
-    update(_items)  # type: ignore[arg-type]
-    .where(_items.c.id == bindparam("b_id"), _items.c.status == "queued")
-    .values(
-        uncertainty=bindparam("b_unc"),
-        priority=bindparam("b_pri"),
-        probabilities=bindparam("b_probs"),
-        model_version=bindparam("b_ver"),
+_SCORE_UPDATE = {
+    "sqlite": "UPDATE items SET uncertainty = ?, priority = ?, probabilities = ?, "
+    "model_version = ? WHERE id = ? AND status = 'queued'",
+    "postgresql": "UPDATE items SET uncertainty = %s, priority = %s, probabilities = %s::json, "
+    "model_version = %s WHERE id = %s AND status = 'queued'",
+}
+
+
+def _json_object(keys: list[str], values: list[float]) -> str:
+    """A JSON object of finite floats under JSON-encoded keys (what json.dumps would write)."""
+    return (
+        "{" + ", ".join(f"{key}: {value!r}" for key, value in zip(keys, values, strict=True)) + "}"
     )
-)
 
 
 def _progress(db: Database, run_id: int | None, values: dict[str, Any], done: bool) -> None:
