@@ -42,20 +42,11 @@ _RULES = select(
 
 
 def visible_rules(connection: Connection, principal: Principal, slug: str) -> ProjectRules:
-    """The project's rules if this caller may see it; otherwise NotFound (no existence leak).
-
-    The same rule as `projects.visible_project`: a service token sees its own project, an
-    admin every project, anyone else the projects they are a member of.
-    """
+    """The project's rules if this caller may see it (`Principal.may_see`, the rule of
+    `projects.visible_project`); otherwise NotFound (no existence leak)."""
     row = connection.execute(_RULES, {"slug": slug, "user_id": principal.user_id}).first()
-    if row is None or not _may_see(principal, row.id, row.member):
+    if row is None or not principal.may_see(row.id, lambda: bool(row.member)):
         raise NotFound(f"no project '{slug}'")
     project_id, labels, input_kind, features, *routing, _ = row
     features = None if features is None else tuple(features)
     return ProjectRules(project_id, tuple(labels), input_kind, features, *routing)
-
-
-def _may_see(principal: Principal, project_id: int, member: bool) -> bool:
-    if principal.role == "service":
-        return principal.project_id == project_id
-    return principal.is_admin or member

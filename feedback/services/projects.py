@@ -153,11 +153,9 @@ def visible_project(session: Session, principal: Principal, slug: str) -> Projec
 
 
 def _may_see(session: Session, principal: Principal, project_id: int) -> bool:
-    if principal.role == "service":
-        return principal.project_id == project_id
-    if principal.is_admin:
-        return True
-    return session.get(Membership, (principal.user_id, project_id)) is not None
+    return principal.may_see(
+        project_id, lambda: session.get(Membership, (principal.user_id, project_id)) is not None
+    )
 
 
 @dataclass(frozen=True)

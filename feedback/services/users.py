@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +36,13 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def may_see(self, project_id: int, is_member: Callable[[], bool]) -> bool:
+        """The visibility rule: a service token sees its own project, an admin every project,
+        anyone else the projects they are a member of (`is_member` is asked only then)."""
+        if self.role == "service":
+            return self.project_id == project_id
+        return self.is_admin or is_member()
 
 
 def digest(token: str) -> str:
