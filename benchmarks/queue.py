@@ -4,7 +4,8 @@ For each backend one database grows from 1k to 100k to 1M queued items (smoke: 1
 loaded by one server-side `INSERT ... SELECT` per step. At each size, 20 labelers take turns:
 each answers the item it holds (not timed) and claims the next one (timed, through the
 `queue.claim_next` service, transaction included), so every claim walks past the items the
-others hold. After one uncounted warm-up run, each run is 200 claims (smoke: 40); p50 and
+others hold. After one uncounted warm-up run, each run is 1,000 claims (smoke: 40), so p99 is the
+tenth-slowest claim rather than the second; p50 and
 p99 are taken per run and the queue is reset after it; the metric is the median over 5 runs
 (smoke: 3) with min and max.
 The goal compares p99 at the largest size with p99 at 1k, measured side by side in this run.
@@ -117,6 +118,8 @@ def grow(db: Database, project_id: int, start: int, stop: int) -> None:
         connection.execute(
             text("VACUUM ANALYZE items" if db.dialect == "postgresql" else "ANALYZE")
         )
+        if db.dialect == "sqlite":  # fold the bulk load's write-ahead log into the database
+            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
 def reset(db: Database, project_id: int) -> None:
@@ -272,7 +275,7 @@ def backend_metrics(
     """Claim latencies at each size and save→next over HTTP, for one backend."""
     sizes = [1_000, 10_000] if smoke else [1_000, 100_000, 1_000_000]
     http_at = sizes[-1] if smoke else 100_000
-    runs, claims = (3, 40) if smoke else (5, 200)
+    runs, claims = (3, 40) if smoke else (5, 1000)
     metrics: dict[str, Any] = {}
     p99_by_size: dict[int, float] = {}
     with database(backend, folder) as url:
@@ -301,11 +304,30 @@ def backend_metrics(
     return metrics, p99_by_size
 
 
+def _tail_note(found: dict[str, Any], backend: str, name: str) -> str:
+    """Compare the tail with the median at the largest size: the index walk or single claims."""
+    p50 = {size: found[f"{backend}: claim-next p50 ms at {size}"] for size in ("1k", name)}
+    p99 = found[f"{backend}: claim-next p99 ms at {name}"]
+    growth = p50[name]["median"] / p50["1k"]["median"]
+    typical = (
+        "the typical claim does not grow with the queue, so the tail comes from single slow "
+        "claims (checkpoints, the other core's work), not from walking a longer index"
+        if growth <= 1.2
+        else "the typical claim grows with the queue too: the index walk itself got slower"
+    )
+    return (
+        f"p50 is {p50[name]['median']:.2f} ms at {name} against {p50['1k']['median']:.2f} ms at "
+        f"1k (ratio {growth:.2f}); the p99 at {name} varied from {p99['min']:.2f} to "
+        f"{p99['max']:.2f} ms between runs: {typical}."
+    )
+
+
 def run(smoke: bool) -> dict[str, Any]:
     """Measure claim-next at growing queue sizes and save→next over HTTP on both backends."""
     load = common.load_average()
     metrics: dict[str, Any] = {}
     goals = []
+    notes: dict[str, str] = {}
     backends = ["sqlite"] + (["postgresql"] if common.postgres_version() else [])
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix=f"bench-queue-{backend}-") as folder:
@@ -314,7 +336,9 @@ def run(smoke: bool) -> dict[str, Any]:
         largest = max(p99)
         name = "1M" if largest == 1_000_000 else f"{largest // 1000}k"
         value = common.ratio(p99[largest], p99[1_000])
-        goals.append(common.at_most(f"{backend}: claim-next p99 at {name} ÷ p99 at 1k", value, 1.5))
+        goal = f"{backend}: claim-next p99 at {name} ÷ p99 at 1k"
+        goals.append(common.at_most(goal, value, 1.5))
+        notes[goal] = _tail_note(found, backend, name)
         key = next(k for k in found if "save→next" in k)
         goals.append(
             common.at_most(f"{backend}: save→next p50 ms over HTTP", found[key]["median"], 34.0)
@@ -325,7 +349,7 @@ def run(smoke: bool) -> dict[str, Any]:
         "metrics": metrics,
         "goals": goals,
         "runs": 3 if smoke else 5,
-        "notes": {} if "postgresql" in backends else {"postgresql": "PostgreSQL was not reachable"},
+        "notes": notes if "postgresql" in backends else {**notes, "postgresql": "not reachable"},
     }
 
 
