@@ -118,8 +118,6 @@ def grow(db: Database, project_id: int, start: int, stop: int) -> None:
         connection.execute(
             text("VACUUM ANALYZE items" if db.dialect == "postgresql" else "ANALYZE")
         )
-        if db.dialect == "sqlite":  # fold the bulk load's write-ahead log into the database
-            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
 def reset(db: Database, project_id: int) -> None:
