@@ -143,6 +143,7 @@ class Item(Base):
         UniqueConstraint("project_id", "external_id", name="uq_items_project_id_external_id"),
         Index("ix_items_queue", "project_id", "status", "priority", "id"),
         Index("ix_items_random", "project_id", "status", "random_key", "id"),
+        Index("ix_items_status_id", "project_id", "status", "id"),  # re-scoring walks it
         Index(
             "ix_items_deferred",
             "project_id",

@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from feedback import artifacts
@@ -192,20 +192,15 @@ def _rescore_batches(
     db: Database, project: Project, version: ModelVersion, run_id: int | None, total: int
 ) -> tuple[int, bool]:
     """Re-score batch after batch; return the count and whether the champion held throughout."""
-    done, batch = 0, RESCORE_BATCH.get(project.input_kind, 1000)
-    after: tuple[float, int] = (-1.0, 0)
+    done, after, batch = 0, 0, RESCORE_BATCH.get(project.input_kind, 1000)
     while True:
         with db.read() as session:
             rows = (
                 session.connection()  # Core rows: no ORM bookkeeping per item
-                .execute(
-                    select(Item.id, Item.random_key, Item.input, Item.route)
-                    .where(
-                        Item.project_id == project.id,
-                        Item.status == "queued",
-                        tuple_(Item.random_key, Item.id) > tuple_(*after),
-                    )
-                    .order_by(Item.random_key, Item.id)
+                .execute(  # in storage order (ix_items_status_id): a batch shares its pages
+                    select(Item.id, Item.input, Item.route)
+                    .where(Item.project_id == project.id, Item.status == "queued", Item.id > after)
+                    .order_by(Item.id)
                     .limit(batch)
                 )
                 .all()
@@ -216,7 +211,7 @@ def _rescore_batches(
         if not _write_scores(db, project, version, rows, run_id, progress):
             log.info("champion of project %s changed; this re-score stops", project.id)
             return done, False
-        done, after = done + len(rows), (rows[-1].random_key, rows[-1].id)
+        done, after = done + len(rows), rows[-1].id
 
 
 def _write_scores(
@@ -241,7 +236,6 @@ def _write_scores(
         )
         for row, score, probs in zip(rows, scores, probabilities.tolist(), strict=True)
     ]
-    params.sort(key=lambda values: values[-1])  # by id: neighbouring rows share pages
     with db.transaction() as session:
         current = session.scalar(select(Project.champion_id).where(Project.id == project.id))
         if current != version.id:
