@@ -53,7 +53,10 @@ def register(app: Celery) -> None:
         for message in messages:
             task = KINDS.get(message.kind)
             if task is not None:
-                app.send_task(task, kwargs=message.payload)
+                kwargs = message.payload
+                if message.kind in webhooks.KINDS:  # an event is delivered by its outbox row
+                    kwargs = {**kwargs, "outbox_id": message.id}
+                app.send_task(task, kwargs=kwargs)
             sent.append(message.id)
         outbox.mark_dispatched(db, sent)
         deferred.requeue_deferred(db)
@@ -82,16 +85,18 @@ def register(app: Celery) -> None:
 
 
 def _register_webhook(app: Celery, kind: str) -> None:
-    """Define the task that delivers one kind of webhook event, retrying with backoff."""
+    """Define the task that delivers one kind of webhook event (one attempt per message).
+
+    A failed attempt puts the event back into the outbox with its `next_attempt_at`; the tick
+    sends it again once that time has come, so no broker holds long countdowns.
+    """
     name = KINDS[kind]
 
     @app.task(name=name, ignore_result=True, acks_late=True, soft_time_limit=60, time_limit=90)
     def deliver_webhook(outbox_id: int | None = None, **payload: Any) -> str:
-        """POST the event to the project's webhook; schedule the next attempt if it failed."""
+        """POST the event to the project's webhook; a failure is retried from the outbox."""
         settings: Settings = app.feedback_settings  # type: ignore[attr-defined]
         result = webhooks.deliver(database(app), settings, kind, payload, outbox_id)
-        if result.retry_in is not None:
-            app.send_task(name, kwargs={"outbox_id": result.outbox_id}, countdown=result.retry_in)
         if result.error and result.outcome != "skipped":
             log.warning("webhook %s %s: %s", result.outbox_id, result.outcome, result.error)
         return result.outcome

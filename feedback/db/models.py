@@ -304,6 +304,8 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column()
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True, index=True)
+    # Not before this time (a webhook retry's backoff); the tick skips the message until then.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _created()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from feedback.db.clock import utcnow
 from feedback.db.engine import Database
@@ -22,11 +22,12 @@ class Message:
 
 
 def pending(db: Database, limit: int = BATCH) -> list[Message]:
-    """Messages not yet handed to the broker, oldest first."""
+    """Messages due and not yet handed to the broker, oldest first."""
+    due = or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= utcnow())
     with db.read() as session:
         rows = session.scalars(
             select(OutboxMessage)
-            .where(OutboxMessage.dispatched_at.is_(None))
+            .where(OutboxMessage.dispatched_at.is_(None), due)
             .order_by(OutboxMessage.id)
             .limit(limit)
         )

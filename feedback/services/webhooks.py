@@ -112,17 +112,21 @@ def deliver(
     if isinstance(attempt, Delivery):
         return attempt
     error = post(attempt.url, attempt.headers, attempt.body, settings.allow_private_webhooks)
+    retry_in = None if error is None or attempt.number >= MAX_ATTEMPTS else backoff(attempt.number)
+    values: dict[str, Any] = {"last_error": error}
+    if retry_in is not None:  # back in the outbox: the beat's tick sends it again once due
+        values.update(dispatched_at=None, next_attempt_at=utcnow(retry_in))
     with db.transaction() as session:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == attempt.outbox_id, OutboxMessage.attempts == attempt.number)
-            .values(last_error=error)
+            .values(**values)
         )
     if error is None:
         return Delivery(attempt.outbox_id, "delivered")
-    if attempt.number >= MAX_ATTEMPTS:
+    if retry_in is None:
         return Delivery(attempt.outbox_id, "failed", error=error)
-    return Delivery(attempt.outbox_id, "retry", backoff(attempt.number), error)
+    return Delivery(attempt.outbox_id, "retry", retry_in, error)
 
 
 def backoff(attempt: int) -> float:

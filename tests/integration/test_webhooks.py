@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from feedback.db.engine import Database
 from feedback.db.models import OutboxMessage
 from feedback.domain.errors import InvalidInput, NotFound
 from feedback.services import ingest, queue, retrain, users, webhooks
+from feedback.services import outbox as outbox_service
 from feedback.services.webhook_http import is_public
 from tests.conftest import REDIS_URL, People, need_service
 from tests.live import Received, Receiver, webhook_receiver
@@ -141,6 +143,35 @@ def test_failures_are_recorded_and_retried_with_growing_backoff(
     )
     assert len({r.body for r in receiver.requests}) == 1
     assert len(receiver.requests) == 3
+
+
+def test_a_failed_event_waits_in_the_outbox_until_its_next_attempt_is_due(
+    db: Database,
+    project: str,
+    people: People,
+    allowed: Settings,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    webhooks.set_webhook(db, project, receiver.url)
+    receiver.answers = [(500, {})]
+    item_id = decide(db, people)
+    message = outbox(db, "label_decided")
+    outbox_service.mark_dispatched(db, [message.id])  # the tick handed it to a worker
+    monkeypatch.setattr(webhooks, "BASE_DELAY_SECONDS", 1.0)
+    failed = webhooks.deliver(db, allowed, "label_decided", outbox_id=message.id)
+    assert failed.outcome == "retry"
+    assert failed.retry_in is not None
+    assert message.id not in [m.id for m in outbox_service.pending(db)]  # not yet due
+    due = outbox(db, "label_decided")
+    assert due.dispatched_at is None
+    assert due.next_attempt_at is not None
+    time.sleep(failed.retry_in + 0.1)
+    assert message.id in [m.id for m in outbox_service.pending(db)]
+    assert webhooks.deliver(db, allowed, "label_decided", outbox_id=message.id).outcome == (
+        "delivered"
+    )
+    assert item_id
 
 
 def test_it_gives_up_after_the_last_attempt(
