@@ -3,7 +3,8 @@
 Every run posts fresh predictions in batches of 1,000 and, side by side in the same run,
 inserts the very same rows (same columns, JSON already encoded) with the driver alone:
 `sqlite3.executemany` into a copy of the same migrated schema, and - when
-FEEDBACK_BENCH_POSTGRES_URL is set - a psycopg multi-row `INSERT ... VALUES (...), (...)`.
+PostgreSQL answers (FEEDBACK_BENCH_POSTGRES_URL, by default the local test database) - a
+psycopg multi-row `INSERT ... VALUES (...), (...)`.
 The goal: the service keeps at least 0.35 of the raw rate.
 
 `.venv/bin/python -m benchmarks.ingest [--smoke]` prints the result as JSON.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -41,7 +41,6 @@ from feedback.web import create_app
 
 BATCH = 1000
 GOAL = 0.35
-POSTGRES_ENV = "FEEDBACK_BENCH_POSTGRES_URL"
 COLUMNS = (
     "project_id",
     "external_id",
@@ -282,7 +281,7 @@ def ratio_goals(
 
 
 def run(smoke: bool) -> dict[str, Any]:
-    """Measure ingest on SQLite (and PostgreSQL when configured) against raw inserts."""
+    """Measure ingest on SQLite (and PostgreSQL when it answers) against raw inserts."""
     started_load = common.load_average()
     runs, count = (3, 2000) if smoke else (7, 10_000)
     metrics: dict[str, Any] = {}
@@ -291,13 +290,18 @@ def run(smoke: bool) -> dict[str, Any]:
         found = measure(target, runs, count, seed=1)
     metrics |= report("sqlite", found)
     goals += ratio_goals("SQLite", "raw sqlite3.executemany", "sqlite", metrics)
-    postgres = os.environ.get(POSTGRES_ENV)
-    if postgres:
-        with postgres_target(postgres) as target:
+    notes = {}
+    if common.postgres_version():
+        with postgres_target(common.postgres_url()) as target:
             found = measure(target, runs, count, seed=2)
         metrics |= report("postgres", found)
         goals += ratio_goals("PostgreSQL", "raw psycopg multi-row INSERT", "postgres", metrics)
+    else:
+        notes["postgresql"] = (
+            f"PostgreSQL at {common.public_url(common.postgres_url())} was not reachable"
+        )
     return {
+        "notes": notes,
         "name": "ingest",
         "machine_note": common.machine_note(started_load),
         "metrics": metrics | {"batch_size": BATCH, "items_per_run": count},
