@@ -31,6 +31,7 @@ COLUMNS = (
 SQLITE_ROWS_PER_STATEMENT = 1000
 LOOKUP_CHUNK = 500  # 14 parameters a row: within SQLite's 32,766
 _json_string = json.encoder.encode_basestring_ascii
+json_key = _json_string  # a label as a JSON object key, for json_numbers
 _SKIP_KNOWN = " ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id, external_id"
 _FOUND = (Item.id, Item.external_id, Item.route, Item.uncertainty, Item.status, Item.deferred)
 _WANTED = func.unnest(bindparam("ids", type_=ARRAY(String))).table_valued("external_id")
@@ -88,12 +89,12 @@ def existing_items(
 
 
 def _values(rows: list[dict[str, Any]], created: Any) -> list[tuple[Any, ...]]:
-    keys = [_json_string(label) for label in rows[0]["probabilities"]]
+    keys = [json_key(label) for label in rows[0]["probabilities"]]
     return [
         (
             *(r["project_id"], r["external_id"], _json_input(r["input"])),
             None if r["display"] is None else json.dumps(r["display"]),
-            *(_json_numbers(keys, r["probabilities"].values()), r["model_version"]),
+            *(json_numbers(keys, r["probabilities"].values()), r["model_version"]),
             *(r["uncertainty"], r["priority"], r["route"], r["status"], r["is_holdout"]),
             *(r["deferred"], 0, created),
         )
@@ -136,7 +137,7 @@ def _json_input(given: dict[str, Any]) -> str:
     return '{"text": ' + _json_string(text) + "}" if isinstance(text, str) else json.dumps(given)
 
 
-def _json_numbers(keys: list[str], values: Iterable[float]) -> str:
+def json_numbers(keys: list[str], values: Iterable[float]) -> str:
     """JSON of {label: probability}; the floats are finite (validated), `repr` is JSON's form."""
     pairs = zip(keys, values, strict=True)
     return "{" + ", ".join(f"{key}: {value!r}" for key, value in pairs) + "}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import platform
 import threading
@@ -24,6 +23,7 @@ from feedback.domain import pipelines, uncertainty
 from feedback.domain.errors import Unavailable
 from feedback.domain.evaluation import aligned_probabilities
 from feedback.services.ingest import AUDIT_PRIORITY
+from feedback.services.item_rows import json_key, json_numbers
 from feedback.services.projects import visible_project
 from feedback.services.users import Principal
 
@@ -224,13 +224,13 @@ def _write_scores(
 ) -> bool:
     probabilities = predict_probabilities(version, project, [r.input for r in rows])
     scores = uncertainty.score(project.strategy, probabilities).tolist()
-    keys = [json.dumps(label) for label in project.labels]
+    keys = [json_key(label) for label in project.labels]
     number = str(version.version)
     params = [
         (
             score,
             AUDIT_PRIORITY if row.route == "audit" else score,
-            _json_object(keys, probs),
+            json_numbers(keys, probs),
             number,
             row.id,
         )
@@ -252,13 +252,6 @@ _SCORE_UPDATE = {
     "postgresql": "UPDATE items SET uncertainty = %s, priority = %s, probabilities = %s::json, "
     "model_version = %s WHERE id = %s AND status = 'queued'",
 }
-
-
-def _json_object(keys: list[str], values: list[float]) -> str:
-    """A JSON object of finite floats under JSON-encoded keys (what json.dumps would write)."""
-    return (
-        "{" + ", ".join(f"{key}: {value!r}" for key, value in zip(keys, values, strict=True)) + "}"
-    )
 
 
 def _progress(db: Database, run_id: int | None, values: dict[str, Any], done: bool) -> None:
