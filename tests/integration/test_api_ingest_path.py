@@ -108,12 +108,12 @@ def labels_change_after_the_check(db: Database, settings: Any) -> Iterator[None]
     other.dispose()
 
 
+# SQLite only: PostgreSQL reads the rules and validates inside the write transaction.
+@pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.usefixtures("labels_change_after_the_check")
 def test_sqlite_checks_a_batch_again_when_the_labels_change_before_the_write_lock(
     client: FlaskClient, db: Database, service_token: str, backend: str
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL reads the rules and validates inside the write transaction")
     response = post(client, service_token, item("a"))
     assert response.status_code == 422
     assert response.get_json()["error"]["details"][0]["field"] == "probabilities"
