@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify, request
 
-from feedback.web import create_app, freeze_startup_heap
+from feedback.heap import freeze_startup_heap
+from feedback.web import create_app
 from feedback.web.context import csrf
 
 

@@ -7,10 +7,11 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
+from feedback.heap import freeze_startup_heap
 from feedback.services import deferred, idempotency, models, outbox, retrain, webhooks
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,12 @@ def database(app: Celery) -> Database:
         settings: Settings = app.feedback_settings  # type: ignore[attr-defined]
         _databases[pid] = make_database(settings.database_url)
     return _databases[pid]
+
+
+@worker_init.connect
+def _before_fork(**_: Any) -> None:
+    """Freeze the worker's startup heap before the pool forks (see `freeze_startup_heap`)."""
+    freeze_startup_heap()
 
 
 @worker_process_init.connect

@@ -34,25 +34,78 @@ def evaluate(model: Any, inputs: Any, truth: Sequence[str], labels: Sequence[str
 def evaluate_all(
     models: Mapping[str, Any], inputs: Any, truth: Sequence[str], labels: Sequence[str]
 ) -> dict[str, Scores]:
-    """Score several models on the same holdout, as `evaluate` scores each one.
+    """Score several models on the same holdout, as `evaluate` scores each one (see `Holdout`)."""
+    holdout = Holdout(inputs, truth, labels)
+    return {name: holdout.score(model) for name, model in models.items()}
+
+
+class Holdout:
+    """One run's holdout, scoring each model as `evaluate` does, with less repeated work.
 
     Pipelines that open with the same stateless step (a hashing vectorizer with the same
     parameters: the candidate and the champion of one spec) share its output, so the holdout
-    is tokenised and hashed once per run instead of once per model.
+    is tokenised and hashed once per run instead of once per model. `prepare` puts it through
+    a candidate's fitted transforms ahead of time (while its final step is still fitting), and
+    `score` then only runs the final step. Each model (the same object) is scored once, so a
+    model must not be refitted after it was scored here. Not for two threads at once.
     """
-    shared: list[tuple[Any, Any]] = []  # (stateless first step, its output on the holdout)
-    scores = {}
-    for name, model in models.items():
+
+    def __init__(self, inputs: Any, truth: Sequence[str], labels: Sequence[str]) -> None:
+        self.inputs, self.truth, self.labels = inputs, truth, labels
+        self._first: list[tuple[Any, Any]] = []  # (stateless first step, its output)
+        self._prepared: list[tuple[list[Any], Any]] = []  # (fitted head steps, their output)
+        self._scored: list[tuple[Any, Scores]] = []
+
+    def score(self, model: Any) -> Scores:
+        """Score `model`: the same numbers `evaluate` gives."""
+        done = next((scores for known, scores in self._scored if known is model), None)
+        if done is None:
+            done = self._score(model)
+            self._scored.append((model, done))
+        return done
+
+    def _score(self, model: Any) -> Scores:
+        head_steps = _steps(model)[:-1]
+        prepared = next((out for s, out in self._prepared if _same_objects(s, head_steps)), None)
+        if prepared is not None:
+            return self._final_scores(model[-1], prepared)
         first = _stateless_head(model)
         if first is None:
-            scores[name] = evaluate(model, inputs, truth, labels)
-            continue
-        done = next((out for step, out in shared if _same_step(step, first)), None)
+            return evaluate(model, self.inputs, self.truth, self.labels)
+        return self._final_scores(model[1:], self._through_first(first))
+
+    def prepare(self, head: Pipeline) -> None:
+        """Put the holdout through `head`, a candidate's fitted steps before its final one."""
+        steps = _steps(head)
+        if not _stateless(steps[0]):
+            output = head.transform(self.inputs)
+        elif len(steps) == 1:
+            output = self._through_first(steps[0])
+        else:
+            output = head[1:].transform(self._through_first(steps[0]))
+        self._prepared.append((steps, output))
+
+    def _through_first(self, first: Any) -> Any:
+        done = next((out for step, out in self._first if _same_step(step, first)), None)
         if done is None:
-            done = first.transform(inputs)
-            shared.append((first, done))
-        scores[name] = _scores(aligned_probabilities(model[1:], done, labels), truth, labels)
-    return scores
+            done = first.transform(self.inputs)
+            self._first.append((first, done))
+        return done
+
+    def _final_scores(self, model: Any, transformed: Any) -> Scores:
+        probabilities = aligned_probabilities(model, transformed, self.labels)
+        return _scores(probabilities, self.truth, self.labels)
+
+
+def _steps(model: Any) -> list[Any]:
+    """The estimators of a pipeline in order (a bare estimator is a pipeline of one)."""
+    return [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+
+
+def _same_objects(one: list[Any], other: list[Any]) -> bool:
+    if not one or len(one) != len(other):
+        return False
+    return all(a is b for a, b in zip(one, other, strict=True))
 
 
 def _stateless_head(model: Any) -> Any | None:
@@ -60,11 +113,16 @@ def _stateless_head(model: Any) -> Any | None:
     if not isinstance(model, Pipeline) or len(model.steps) < 2:
         return None
     first = model.steps[0][1]
+    return first if _stateless(first) else None
+
+
+def _stateless(step: Any) -> bool:
+    """Whether a step transforms without having learnt anything (fitting it is a no-op)."""
     try:
-        stateless = not first.__sklearn_tags__().requires_fit
+        stateless = not step.__sklearn_tags__().requires_fit
     except AttributeError:
-        return None
-    return first if stateless and hasattr(first, "transform") else None
+        return False
+    return stateless and hasattr(step, "transform")
 
 
 def _same_step(one: Any, other: Any) -> bool:

@@ -9,6 +9,7 @@ fixed to `SEED`, so a run on the same snapshot fits the same model.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -135,6 +136,43 @@ def seeded(pipeline: Pipeline) -> Pipeline:
         if name.endswith("random_state") and value is None
     }
     return pipeline.set_params(**unset) if unset else pipeline
+
+
+def fit_overlapped(
+    pipeline: Pipeline, inputs: Any, labels: Sequence[str], meanwhile: Callable[[Pipeline], None]
+) -> Pipeline:
+    """Fit `pipeline` as `pipeline.fit` would, calling `meanwhile(head)` with its fitted steps
+    before the final one in a second thread while the final estimator fits.
+
+    Fitting a linear model or boosted trees is numerical code that releases the GIL, so on a
+    machine with a free core the work handed to `meanwhile` (scoring the holdout) costs no
+    wall time; the transforms before it hold the GIL and run alone. An error raised in either
+    thread is raised here, after both have ended. A pipeline of one step only fits: it has
+    no head to hand over.
+    """
+    if len(pipeline.steps) < 2:
+        pipeline.fit(inputs, labels)
+        return pipeline
+    head = pipeline[:-1]
+    transformed = head.fit_transform(inputs, labels)
+    pipeline.steps[:-1] = head.steps  # the head's fitted steps (a cached fit replaces them)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            meanwhile(head)
+        except BaseException as error:  # raised again in the caller's thread
+            failures.append(error)
+
+    helper = threading.Thread(target=run, name="meanwhile", daemon=True)
+    helper.start()
+    try:
+        pipeline.steps[-1][1].fit(transformed, labels)
+    finally:
+        helper.join()
+    if failures:
+        raise failures[0]
+    return pipeline
 
 
 def baseline() -> DummyClassifier:

@@ -78,13 +78,14 @@ def _execute(db: Database, settings: Settings, started: runs.Started) -> str:
         champion = session.get(ModelVersion, started.champion_id) if started.champion_id else None
         work = training.prepare(session, project, champion)
     runs.record_stage(db, started, "fit", **_plan_report(work, started), timings=timer.seconds)
-    with timer.time("fit"):
-        candidate = training.fit(work)
+    scoring = training.holdout(work)
+    with timer.time("fit"):  # scores the champion on the holdout meanwhile, where it can
+        candidate = training.fit(work, scoring)
     with timer.time("baseline"):
         baseline = training.fit_baseline(work.snapshot.labels)
     runs.record_stage(db, started, "evaluate", timings=timer.seconds)
     with timer.time("evaluate"):
-        scores = training.judge(work, candidate, baseline)
+        scores = training.judge(work, candidate, baseline, scoring)
     work, candidate, scores = _refit_if_behind(db, started, work, candidate, scores, timer)
     runs.record_stage(db, started, "decide", timings=timer.seconds)
     with timer.time("save"):
@@ -115,11 +116,13 @@ def _refit_if_behind(
     with db.read() as session:
         work = training.as_full_refit(session, work, reason)
     runs.record_stage(db, started, "fit", mode="full", mode_reason=reason, timings=timer.seconds)
+    scoring = training.holdout(work)
     with timer.time("refit"):
-        candidate = training.fit(work)
+        candidate = training.fit(work, scoring)
     runs.record_stage(db, started, "evaluate", fitted_on=len(work.snapshot.train_labels))
     with timer.time("evaluate"):
-        scores = training.judge(work, candidate, training.fit_baseline(work.snapshot.labels))
+        baseline = training.fit_baseline(work.snapshot.labels)
+        scores = training.judge(work, candidate, baseline, scoring)
     return work, candidate, scores
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from feedback.artifacts import ArtifactError
 from feedback.db.models import ModelVersion, Project
 from feedback.domain import incremental, pipelines
-from feedback.domain.evaluation import evaluate_all, no_scores
+from feedback.domain.evaluation import Holdout, no_scores
 from feedback.domain.promotion import Scores
 from feedback.services import snapshots
 from feedback.services.models import load_checked
@@ -118,8 +118,22 @@ def _chain(session: Session, version: ModelVersion, limit: int) -> int:
     return count
 
 
-def fit(work: Work) -> Any:
-    """Fit the candidate: update a copy of the champion, or build and fit the pipeline."""
+def holdout(work: Work) -> Holdout | None:
+    """The run's holdout, ready to score models on (None when it is empty)."""
+    snapshot = work.snapshot
+    if not snapshot.holdout_labels:
+        return None
+    inputs = pipelines.as_model_input(snapshot.holdout_inputs, work.project.input_kind)
+    return Holdout(inputs, snapshot.holdout_labels, work.project.labels)
+
+
+def fit(work: Work, scoring: Holdout | None = None) -> Any:
+    """Fit the candidate: update a copy of the champion, or build and fit the pipeline.
+
+    A full refit given the holdout scores the champion on it, and puts it through the
+    candidate's fitted transforms, while the candidate's final estimator fits (another core
+    does that work; see `pipelines.fit_overlapped`), so `judge` has little left to do.
+    """
     snapshot, kind = work.snapshot, work.project.input_kind
     inputs = pipelines.as_model_input(snapshot.train_inputs, kind)
     if work.plan.incremental and work.champion is not None:
@@ -128,7 +142,17 @@ def fit(work: Work) -> Any:
         )
     if not snapshot.train_labels:
         raise ValueError("the snapshot has no training examples")
-    return pipelines.build_pipeline(work.spec, kind).fit(inputs, snapshot.train_labels)
+    pipeline = pipelines.build_pipeline(work.spec, kind)
+    if scoring is None:
+        return pipeline.fit(inputs, snapshot.train_labels)
+    champion = work.champion.model if work.champion is not None else None
+
+    def meanwhile(head: Any) -> None:
+        if champion is not None:
+            scoring.score(champion)
+        scoring.prepare(head)
+
+    return pipelines.fit_overlapped(pipeline, inputs, snapshot.train_labels, meanwhile)
 
 
 def fit_baseline(labels: snapshots.Labels) -> DummyClassifier:
@@ -143,16 +167,14 @@ def fit_baseline(labels: snapshots.Labels) -> DummyClassifier:
     return pipelines.baseline().fit(np.zeros((len(classes), 1)), classes, sample_weight=weights)
 
 
-def judge(work: Work, candidate: Any, baseline: Any) -> dict[str, Scores]:
-    """Score candidate, baseline and champion on the same holdout."""
-    snapshot, project = work.snapshot, work.project
-    if not snapshot.holdout_labels:
+def judge(work: Work, candidate: Any, baseline: Any, scoring: Holdout | None) -> dict[str, Scores]:
+    """Score candidate, baseline and champion on the same holdout (each once per `scoring`)."""
+    if scoring is None:
         return {"candidate": no_scores(), "baseline": no_scores()}
-    inputs = pipelines.as_model_input(snapshot.holdout_inputs, project.input_kind)
     models = {"candidate": candidate, "baseline": baseline}
     if work.champion is not None and work.champion.model is not None:
         models["champion"] = work.champion.model
-    return evaluate_all(models, inputs, snapshot.holdout_labels, project.labels)
+    return {name: scoring.score(model) for name, model in models.items()}
 
 
 def needs_full_refit(work: Work, scores: dict[str, Scores]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
+from feedback.heap import freeze_startup_heap
 from feedback.web import admin, api, auth, pages, review
 from feedback.web.context import csrf
 
@@ -70,16 +70,6 @@ def create_app_from_env() -> Flask:
     app = create_app(Settings.from_env())
     freeze_startup_heap()
     return app
-
-
-def freeze_startup_heap() -> None:
-    """Move everything allocated so far out of the garbage collector's sight.
-
-    The startup heap (scikit-learn, SQLAlchemy, pydantic) never dies; without freezing it,
-    full collections rescan it and cost ingest about 40 % of its time (benchmarks/ingest.py).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _security_headers(response: Response) -> Response:

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from feedback import artifacts
 from feedback.db.models import ModelVersion
 from feedback.domain import pipelines
-from feedback.domain.evaluation import evaluate, evaluate_all
+from feedback.domain.evaluation import Holdout, evaluate, evaluate_all
 from feedback.services import models, snapshots
 from feedback.services.training import fit_baseline
 
@@ -102,3 +102,58 @@ def test_a_champion_file_tampered_with_after_it_was_cached_is_refused(tmp_path: 
     Path(stored.path).unlink()
     with pytest.raises(artifacts.ArtifactError, match="cannot be read"):
         models.load_checked(version)
+
+
+def test_an_overlapped_fit_fits_the_same_model_as_pipeline_fit_and_hands_over_the_head() -> None:
+    plain = pipelines.build_pipeline("text-logreg", "text").fit(TEXTS, LABELS)
+    seen: list[Any] = []
+    overlapped = pipelines.fit_overlapped(
+        pipelines.build_pipeline("text-logreg", "text"), TEXTS, LABELS, seen.append
+    )
+    assert np.array_equal(overlapped[-1].coef_, plain[-1].coef_)
+    assert np.array_equal(overlapped.predict_proba(HOLDOUT), plain.predict_proba(HOLDOUT))
+    (head,) = seen
+    assert [step for _, step in head.steps] == [step for _, step in overlapped.steps[:-1]]
+    assert (head.transform(HOLDOUT) != plain[:-1].transform(HOLDOUT)).nnz == 0  # fitted head
+
+
+def test_an_error_in_the_overlapped_work_is_raised_after_the_fit() -> None:
+    def broken(head: Any) -> None:
+        raise RuntimeError("scoring failed")
+
+    pipeline = pipelines.build_pipeline("text-logreg", "text")
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        pipelines.fit_overlapped(pipeline, TEXTS, LABELS, broken)
+    assert hasattr(pipeline[-1], "coef_")  # the final step still ended its fit
+
+
+def test_a_prepared_holdout_scores_the_candidate_as_evaluate_does_hashing_once_per_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    champion = pipelines.build_pipeline("text-logreg", "text").fit(TEXTS[:20], LABELS[:20])
+    expected_champion = evaluate(champion, HOLDOUT, TRUTH, CLASSES)
+    calls = counting_transforms(monkeypatch)
+    holdout = Holdout(HOLDOUT, TRUTH, CLASSES)
+
+    def meanwhile(head: Any) -> None:
+        holdout.score(champion)
+        holdout.prepare(head)
+
+    candidate = pipelines.fit_overlapped(
+        pipelines.build_pipeline("text-logreg", "text"), TEXTS, LABELS, meanwhile
+    )
+    holdout_calls = [n for n in calls if n == len(HOLDOUT)]
+    assert holdout_calls == [len(HOLDOUT)]  # champion and candidate share one hashing
+    assert holdout.score(champion) == expected_champion  # scored once, kept
+    monkeypatch.undo()
+    assert holdout.score(candidate) == evaluate(candidate, HOLDOUT, TRUTH, CLASSES)
+
+
+def test_a_holdout_prepared_for_a_head_without_a_stateless_step_scores_the_same() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(80, 3)), list(np.where(rng.random(80) < 0.5, "neg", "pos"))
+    holdout = Holdout(x[:20], y[:20], CLASSES)
+    model = pipelines.fit_overlapped(
+        pipelines.build_pipeline("features-logreg", "features"), x, y, holdout.prepare
+    )
+    assert holdout.score(model) == evaluate(model, x[:20], y[:20], CLASSES)
