@@ -46,7 +46,9 @@ def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredA
 
     The bytes are checked against the allowlist first, so a model the loader would refuse
     is never stored. A file already there under the same name is reused only if it verifies;
-    a new file is read back and verified once written. Either way the file verifies on return.
+    a new file holds exactly the bytes hashed, written to a temporary file, fsynced and
+    renamed into place (reading it back would only read the page cache it came from). Either
+    way the file verifies on return.
 
     Raises:
         ArtifactError: the model holds types outside the allowlist.
@@ -63,7 +65,6 @@ def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredA
     target = folder / f"{digest}.skops"
     if not _verifies(target, digest):
         _write_atomically(folder, target, data)
-        read_verified(target, digest)
     return StoredArtifact(path=str(target), sha256=digest, size=len(data))
 
 

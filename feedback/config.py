@@ -18,6 +18,7 @@ TUNABLES = ("retrain_heartbeat_seconds", "retrain_stale_seconds", "retrain_redis
 
 
 MAX_PROXY_HOPS = 5
+MAX_INTERVAL_SECONDS = 86_400.0
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,7 @@ class Settings:
     port: int = 5000
     host: str = "127.0.0.1"
     tick_seconds: float = 5.0
+    dispatch_seconds: float = 0.1  # how often beat hands the outbox to the broker
     lease_seconds: int = 300
     max_batch: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
@@ -81,7 +83,8 @@ class Settings:
             env=mode,
             port=int(env.get("PORT", env.get("FEEDBACK_PORT", "5000"))),
             host=env.get("FEEDBACK_HOST", "127.0.0.1"),
-            tick_seconds=float(env.get("FEEDBACK_TICK_SECONDS", "5")),
+            tick_seconds=_seconds(env, "FEEDBACK_TICK_SECONDS", "5"),
+            dispatch_seconds=_seconds(env, "FEEDBACK_DISPATCH_SECONDS", "0.1"),
             lease_seconds=int(env.get("FEEDBACK_LEASE_SECONDS", "300")),
             max_batch=int(env.get("FEEDBACK_MAX_BATCH", "1000")),
             max_body_bytes=int(env.get("FEEDBACK_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
@@ -95,6 +98,20 @@ class Settings:
                 if f"FEEDBACK_{name.upper()}" in env
             },
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str) -> float:
+    raw = env.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= MAX_INTERVAL_SECONDS:  # NaN fails too
+        raise ConfigError(
+            f"{name} must be a number of seconds above 0 and at most {MAX_INTERVAL_SECONDS}, "
+            f"got {raw!r}"
+        )
+    return value
 
 
 def _proxy_hops(raw: str) -> int:

@@ -30,6 +30,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
             "FEEDBACK_DATABASE_URL": settings.database_url,
             "FEEDBACK_BROKER_URL": settings.broker_url,
             "FEEDBACK_TICK_SECONDS": str(settings.tick_seconds),
+            "FEEDBACK_DISPATCH_SECONDS": str(settings.dispatch_seconds),
             "FEEDBACK_ENV": settings.env,
             "PORT": str(settings.port),
             "PYTHONUNBUFFERED": "1",

@@ -61,6 +61,7 @@ def make_celery(settings: Settings) -> Celery:
             }
         },
         worker_hijack_root_logger=False,
+        beat_scheduler="workers.beat:OutboxBeat",  # also hands the outbox to the broker
         beat_schedule={
             "tick": {
                 "task": "workers.tasks.tick",

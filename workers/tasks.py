@@ -43,31 +43,40 @@ def _after_fork(**_: Any) -> None:
             del _databases[pid]
 
 
+def relay_outbox(app: Celery) -> int:
+    """Hand the due outbox messages to the broker; return how many were handed over.
+
+    At least once: a message is marked only after it was sent, so a crash in between sends
+    it again, and every task re-checks the database (a second retrain or re-score of the same
+    run does nothing new; a webhook event is delivered by its outbox row).
+    """
+    db = database(app)
+    sent = []
+    for message in outbox.pending(db):
+        task = KINDS.get(message.kind)
+        if task is not None:
+            kwargs = message.payload
+            if message.kind in webhooks.KINDS:  # an event is delivered by its outbox row
+                kwargs = {**kwargs, "outbox_id": message.id}
+            app.send_task(task, kwargs=kwargs)
+        sent.append(message.id)
+    outbox.mark_dispatched(db, sent)
+    return len(sent)
+
+
 def register(app: Celery) -> None:
     """Define the tasks on this app (explicit app, module-namespaced names)."""
 
     @app.task(name="workers.tasks.tick", ignore_result=True)
     def tick() -> int:
-        """Request due retrains, hand the outbox over, then re-queue deferred items that fit.
+        """Request due retrains, then re-queue deferred items that fit; return how many moved.
 
-        Returns how many outbox messages went to the broker. Dispatch comes before the
-        deferred pass so a requested retrain never waits behind it.
+        The retrain requests it writes leave with the outbox, which the beat process hands
+        to the broker between ticks (`relay_outbox`).
         """
         db = database(app)
         retrain.schedule_due(db, app.feedback_settings)  # type: ignore[attr-defined]
-        messages = outbox.pending(db)
-        sent = []
-        for message in messages:
-            task = KINDS.get(message.kind)
-            if task is not None:
-                kwargs = message.payload
-                if message.kind in webhooks.KINDS:  # an event is delivered by its outbox row
-                    kwargs = {**kwargs, "outbox_id": message.id}
-                app.send_task(task, kwargs=kwargs)
-            sent.append(message.id)
-        outbox.mark_dispatched(db, sent)
-        deferred.requeue_deferred(db)
-        return len(sent)
+        return deferred.requeue_deferred(db)
 
     @app.task(name="workers.tasks.housekeeping", ignore_result=True)
     def housekeeping() -> int:

@@ -21,7 +21,7 @@ VERSION = click.IntRange(min=1, max=2**31 - 1)  # version numbers are 32-bit in 
 @click.option("--timeout", type=float, default=1800.0, show_default=True)
 @pass_context
 def retrain_command(ctx: Context, slug: str, wait: bool, timeout: float) -> None:
-    """Request a retrain; the next beat tick hands it to a worker."""
+    """Request a retrain; beat hands it to a worker within FEEDBACK_DISPATCH_SECONDS."""
     run_id = guarded(lambda: retrain.request_retrain(ctx.db, ADMIN, slug))
     click.echo(f"run {run_id} requested")
     deadline = time.monotonic() + timeout

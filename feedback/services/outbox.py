@@ -35,10 +35,20 @@ def pending(db: Database, limit: int = BATCH) -> list[Message]:
 
 
 def mark_dispatched(db: Database, ids: list[int]) -> None:
-    """Record that these messages reached the broker."""
+    """Record that these messages reached the broker.
+
+    A message a worker already put back for a later attempt (a webhook that failed between
+    its sending and this mark) keeps waiting for that attempt: only messages still due are
+    marked.
+    """
     if not ids:
         return
+    still_due = or_(
+        OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= utcnow()
+    )
     with db.transaction() as session:
         session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(dispatched_at=utcnow())
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.dispatched_at.is_(None), still_due)
+            .values(dispatched_at=utcnow())
         )

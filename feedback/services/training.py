@@ -6,6 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,8 +69,11 @@ class Work:
 def prepare(session: Session, project: Project, version: ModelVersion | None) -> Work:
     """Read the labels, load the champion, choose full or incremental, read the inputs."""
     since = version.watermark if version is not None else 0
-    labels = snapshots.read_labels(session, project, since if project.incremental else 0)
-    champion = load_champion(version, project.trusted_types or ())
+    with ThreadPoolExecutor(1, thread_name_prefix="champion") as pool:
+        # the champion's file is read and hashed while the database sends the labels
+        loading = pool.submit(load_champion, version, project.trusted_types or ())
+        labels = snapshots.read_labels(session, project, since if project.incremental else 0)
+        champion = loading.result()
     spec = pipelines.resolve_spec(project.model_spec, project.input_kind)
     parent = None  # only incremental mode continues from the champion
     if project.incremental:

@@ -71,7 +71,7 @@ def _learning_curve(detail: projects.ProjectDetail) -> curve.Chart | None:
 @bp.post("/projects/<slug>/retrain")
 @login_required
 def request_retrain(slug: str) -> Response:
-    """Ask for a retrain now (admins only); the next beat tick dispatches it."""
+    """Ask for a retrain now (admins only); beat hands it to a worker within a moment."""
     if not _me().is_admin:
         abort(403)
     try:

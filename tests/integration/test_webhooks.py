@@ -352,3 +352,25 @@ def test_a_worker_delivers_and_retries_from_the_outbox(
     assert secret
     assert webhooks.verify(secret, second.body, second.headers["X-Feedback-Signature"])
     assert outbox(db, "label_decided").attempts == 2
+
+
+def test_an_event_put_back_for_a_later_attempt_is_not_marked_sent_by_a_late_relay(
+    db: Database,
+    project: str,
+    people: People,
+    allowed: Settings,
+    receiver: Receiver,
+) -> None:
+    """Beat sends a message, a worker fails it and puts it back before beat marks it sent:
+    the mark must not swallow the retry."""
+    webhooks.set_webhook(db, project, receiver.url)
+    receiver.answers = [(500, {})]
+    decide(db, people)
+    message = outbox(db, "label_decided")
+    assert message.id in [m.id for m in outbox_service.pending(db)]  # beat reads it, sends it
+    failed = webhooks.deliver(db, allowed, "label_decided", outbox_id=message.id)
+    assert failed.outcome == "retry"
+    outbox_service.mark_dispatched(db, [message.id])  # ...and marks it only now
+    waiting = outbox(db, "label_decided")
+    assert (waiting.dispatched_at, waiting.attempts) == (None, 1)
+    assert waiting.next_attempt_at is not None

@@ -7,6 +7,7 @@ every retrain runs in the worker.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,16 @@ def broker_url(backend: str) -> Iterator[str]:
         yield url
 
 
-def start_workers(instance: Path, database_url: str, broker_url: str) -> list[Process]:
+def start_workers(
+    instance: Path, database_url: str, broker_url: str, tick_seconds: str = "0.5"
+) -> list[Process]:
     """One worker (both queues) and one beat ticking every half second, as `feedback run` does."""
     env = clean_environment(
         FEEDBACK_INSTANCE_PATH=str(instance),
         FEEDBACK_DATABASE_URL=database_url,
         FEEDBACK_BROKER_URL=broker_url,
-        FEEDBACK_TICK_SECONDS="0.5",
+        FEEDBACK_TICK_SECONDS=tick_seconds,
+        FEEDBACK_DISPATCH_SECONDS="0.1",
     )
     worker = [sys.executable, "-m", "workers", "worker", "--concurrency=1"]
     worker += ["--without-mingle", "--without-gossip", "--hostname=test-worker@%h"]
@@ -191,3 +195,22 @@ def test_worker_promotes_a_better_model_and_rejects_a_worse_one(
         with db.read() as session:
             assert session.scalar(select(func.count(RetrainRun.id))) == 3
         assert "Traceback" not in processes[0].output()  # no task failed along the way
+
+
+@pytest.mark.timeout(300)
+def test_beat_hands_a_requested_retrain_to_the_worker_without_waiting_for_a_tick(
+    db: Database, project: str, people: People, tmp_path: Path, database_url: str, broker_url: str
+) -> None:
+    """The tick is an hour away: only beat's outbox relay can start the run."""
+    instance = tmp_path / "worker-instance"
+    with supervised(start_workers(instance, database_url, broker_url, "3600")) as processes:
+        worker, beat = processes
+        wait_until("beat to start", lambda: "beat: Starting" in beat.output(), 60, processes)
+        run_id = retrain.request_retrain(db, people.admin, project)
+        run = wait_until(
+            "the run to end", lambda: ended_run(db, run_id), FIRST_RUN_SECONDS, processes
+        )
+        assert (run.status, run.error) == ("succeeded", None)
+        assert "handed 1 outbox message(s) to the broker" in beat.output()
+        assert "Sending due task tick" not in beat.output()
+        assert not re.search(r"Task workers\.tasks\.tick\[", worker.output())  # no tick ran
