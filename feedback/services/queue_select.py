@@ -5,7 +5,8 @@ which the `ix_items_queue` index serves as one backward scan, so the cost of a c
 not grow with the queue: the walk stops at the first free item. A random pick walks
 `ix_items_random` forward from a uniform draw instead: every item carries a random key drawn
 by the database when it was inserted, so the first free item at or after the draw (wrapping
-around) is a uniformly random queued item, found the same way. On PostgreSQL the row is taken with
+around) is a random queued item, chosen independently of its content (each item's chance is
+the gap before its key: equal on average, not exactly), found the same way. On PostgreSQL the row is taken with
 `FOR UPDATE SKIP LOCKED` and re-checked under its lock (a statement whose snapshot predates
 a concurrent claim could otherwise lease the same item); SQLite takes the write lock when
 the transaction begins, so the whole claim is atomic there.
@@ -113,7 +114,7 @@ def _queue_candidate(session: Session, project: Project, user_id: int) -> int | 
 
 
 def _random_candidate(session: Session, project: Project, user_id: int, draw: float) -> int | None:
-    """A uniformly random free item: the first at or after `draw` by random key, wrapping."""
+    """A random free item: the first at or after `draw` by random key, wrapping."""
     query = _claimable(project, user_id).order_by(Item.random_key, Item.id)
     after = _take(session, query.where(Item.random_key >= draw), project.overlap)
     if after is not None:
