@@ -20,7 +20,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check feedback workers
+	$(BIN)/ruff format --check feedback workers benchmarks tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -257,10 +257,10 @@ def now() -> str:
 def render(out: Path, where: Path) -> str:
     """BENCHMARKS.md from every result in `out`; links are relative to `where`."""
     machine = _load(out / "machine.json") or {}
-    results = [_load(out / f"{name}.json") for name in discover()]
-    known = {r["name"] for r in results if r}
+    found = [_load(out / f"{name}.json") for name in discover()]
+    known = {r["name"] for r in found if r}
     extra = [_load(p) for p in sorted(out.glob("*.json")) if p.stem not in known | {"machine"}]
-    results = [r for r in [*results, *extra] if r and "status" in r]
+    results = [r for r in [*found, *extra] if r is not None and "status" in r]
     lines = [
         "# Benchmarks",
         "",

@@ -106,7 +106,7 @@ def load_average() -> tuple[float, float, float]:
     try:
         return os.getloadavg()
     except OSError:
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"), float("nan"), float("nan"))
 
 
 def machine_note(started_load: tuple[float, float, float]) -> str:
@@ -148,7 +148,8 @@ def sqlite_facts() -> dict[str, Any]:
         finally:
             engine.dispose()
     names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-    pragmas["synchronous"] = names.get(pragmas["synchronous"], pragmas["synchronous"])
+    level = pragmas["synchronous"]
+    pragmas["synchronous"] = names.get(level, level) if isinstance(level, int) else level
     return {"version": sqlite3.sqlite_version, "pragmas": pragmas}
 
 

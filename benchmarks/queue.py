@@ -25,6 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def claim_run(db: Database, project_id: int, labelers: list[Principal], claims: 
         if who.user_id in held:
             old = held.pop(who.user_id)
             queue.cast_vote(db, who, old.item_id, "pos", old.fence, 1.0)
-        claim, seconds = common.timed(lambda w=who: queue.claim_next(db, w, "bench", 300))
+        claim, seconds = common.timed(partial(queue.claim_next, db, who, "bench", 300))
         assert claim is not None, "the queue ran dry"
         held[who.user_id] = claim
         timings.append(seconds)
@@ -256,9 +257,7 @@ def save_next_runs(url: str, folder: Path, runs: int, rounds: int) -> list[float
                 item, fence = held_item(page)
                 form = {"csrf_token": csrf(page), "label": "pos", "fence": fence, "seconds": "1"}
                 (status, page), seconds = common.timed(
-                    lambda f=form, i=item: client.send(
-                        "POST", f"/projects/bench/items/{i}/vote", f, fetch
-                    )
+                    partial(client.send, "POST", f"/projects/bench/items/{item}/vote", form, fetch)
                 )
                 assert status == 200, page[:500]
                 timings.append(seconds * 1000)
@@ -283,7 +282,7 @@ def backend_metrics(
             loaded = 0
             for size in sizes:
                 common.say(f"{backend}: loading {size} queued items")
-                _, load_seconds = common.timed(lambda s=size, b=loaded: grow(db, project_id, b, s))
+                _, load_seconds = common.timed(partial(grow, db, project_id, loaded, size))
                 loaded = size
                 metrics[f"{backend}: bulk load to {size} items, s"] = round(load_seconds, 2)
                 found = measure_claims(db, project_id, labelers, runs, claims)

@@ -109,11 +109,11 @@ class Split:
 
     @property
     def train_x(self) -> np.ndarray:
-        return self.seed_x[~np.array(self.seed_holdout)]
+        return np.asarray(self.seed_x[~np.array(self.seed_holdout)])
 
     @property
     def train_y(self) -> np.ndarray:
-        return self.seed_y[~np.array(self.seed_holdout)]
+        return np.asarray(self.seed_y[~np.array(self.seed_holdout)])
 
 
 def make_split(config: Config, seed: int) -> Split:
@@ -157,7 +157,7 @@ def holdout_flags(train: int, holdout: int) -> tuple[float, list[bool]]:
     """
 
     def flags_for(share: float) -> list[bool]:
-        draws, out = random.Random(projects.HOLDOUT_SEED), []
+        draws, out = random.Random(projects.HOLDOUT_SEED), list[bool]()
         while out.count(False) < train:
             out.append(draws.random() < share)
         return out

@@ -27,7 +27,7 @@ TICK_SOFT_LIMIT = 60  # a tick is a few queries; one stuck on a lock must not bl
 MAX_TASKS_PER_CHILD = 1000
 MAX_MEMORY_PER_CHILD_KIB = 2_000_000  # ...and replace one that grew past ~2 GB after its task
 # An idle embedded worker lists its queue folders this often: a message waits half of it on
-# average, twice per retrain (beat -> tick, tick -> retrain); a listing costs ~0.1 ms.
+# average (beat hands a retrain straight to the queue); a listing costs ~0.1 ms.
 FILESYSTEM_POLL_SECONDS = 0.05
 
 
