@@ -6,10 +6,10 @@ not grow with the queue: the walk stops at the first free item. A random pick wa
 `ix_items_random` forward from a uniform draw instead: every item carries a random key drawn
 by the database when it was inserted, so the first free item at or after the draw (wrapping
 around) is a random queued item, chosen independently of its content (each item's chance is
-the gap before its key: equal on average, not exactly), found the same way. On PostgreSQL the row is taken with
-`FOR UPDATE SKIP LOCKED` and re-checked under its lock (a statement whose snapshot predates
-a concurrent claim could otherwise lease the same item); SQLite takes the write lock when
-the transaction begins, so the whole claim is atomic there.
+the gap before its key: equal on average, not exactly), found the same way. On PostgreSQL
+the row is taken with `FOR UPDATE SKIP LOCKED` and re-checked under its lock (a statement
+whose snapshot predates a concurrent claim could otherwise lease the same item); SQLite
+takes the write lock when the transaction begins, so the whole claim is atomic there.
 """
 
 from __future__ import annotations
