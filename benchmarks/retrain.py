@@ -399,7 +399,7 @@ def run(smoke: bool) -> dict[str, Any]:
             "Celery end-to-end retrain / in-process fit of the same pipeline": (
                 "The end-to-end time (request row written -> run ended, celery_run_s; the "
                 "wall time seen by the requester is celery_wall_s) also waits for beat to "
-                "hand the request to the broker (every 0.1 s) and for the worker to take it "
+                "hand the request to the broker (every 0.05 s) and for the worker to take it "
                 "(see dispatch_s), reads the snapshot from SQL and writes the model file "
                 "(worker_snapshot_s, worker_save_s); scoring the champion and putting the "
                 "holdout through the candidate's transforms overlap the fit of its final "

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,24 @@ def save(model: Any, folder: Path, extra_trusted: Iterable[str] = ()) -> StoredA
         ArtifactError: the model holds types outside the allowlist.
     """
     data = sio.dumps(model)
-    refused = sorted(untrusted_types(data, "the new model") - allowed_types(extra_trusted))
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
+        hashing = pool.submit(_sha256, data)  # hashlib lets go of the GIL meanwhile
+        refused = sorted(untrusted_types(data, "the new model") - allowed_types(extra_trusted))
+        digest = hashing.result()
     if refused:
         raise ArtifactError(
             f"the fitted pipeline contains types that are not trusted: {refused}; "
             "add them to the project's trusted_types if you wrote them"
         )
-    digest = hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{digest}.skops"
     if not _verifies(target, digest):
         _write_atomically(folder, target, data)
     return StoredArtifact(path=str(target), sha256=digest, size=len(data))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _verifies(path: Path, sha256: str) -> bool:

@@ -37,7 +37,7 @@ class Settings:
     port: int = 5000
     host: str = "127.0.0.1"
     tick_seconds: float = 5.0
-    dispatch_seconds: float = 0.1  # how often beat hands the outbox to the broker
+    dispatch_seconds: float = 0.05  # how often beat hands the outbox to the broker
     lease_seconds: int = 300
     max_batch: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
@@ -84,7 +84,7 @@ class Settings:
             port=int(env.get("PORT", env.get("FEEDBACK_PORT", "5000"))),
             host=env.get("FEEDBACK_HOST", "127.0.0.1"),
             tick_seconds=_seconds(env, "FEEDBACK_TICK_SECONDS", "5"),
-            dispatch_seconds=_seconds(env, "FEEDBACK_DISPATCH_SECONDS", "0.1"),
+            dispatch_seconds=_seconds(env, "FEEDBACK_DISPATCH_SECONDS", "0.05"),
             lease_seconds=int(env.get("FEEDBACK_LEASE_SECONDS", "300")),
             max_batch=int(env.get("FEEDBACK_MAX_BATCH", "1000")),
             max_body_bytes=int(env.get("FEEDBACK_MAX_BODY_BYTES", str(8 * 1024 * 1024))),

@@ -2,7 +2,7 @@
 
 A requested retrain, a re-score after a promotion and a webhook event are rows in the
 outbox, written in the transaction that caused them (the web never talks to the broker).
-The beat process looks for due rows every `FEEDBACK_DISPATCH_SECONDS` (0.1 s by default:
+The beat process looks for due rows every `FEEDBACK_DISPATCH_SECONDS` (0.05 s by default:
 one indexed query) and sends them, so they leave within that time rather than at the next
 tick (`FEEDBACK_TICK_SECONDS`, 5 s by default), which now only requests due retrains and
 re-queues deferred items.

@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, null, or_, select
+from sqlalchemy import Integer, case, func, null, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from feedback.db.clock import utcnow
@@ -86,7 +86,7 @@ def read_labels(session: Session, project: Project, inputs_after: int = 0) -> La
                 Decision.id,
                 Decision.item_id,
                 Decision.label,
-                Item.is_holdout,
+                type_coerce(Item.is_holdout, Integer),  # truthy as it comes: no bool per row
                 case((wanted, _input_value(project)), else_=null()).label("value"),
             )
             .join(Item, Item.id == Decision.item_id)
