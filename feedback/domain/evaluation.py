@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -48,11 +50,20 @@ class Holdout:
     a candidate's fitted transforms ahead of time (while its final step is still fitting), and
     `score` then only runs the final step. Each model (the same object) is scored once, so a
     model must not be refitted after it was scored here. Not for two threads at once.
+
+    `featurised` hands over what `featurised()` returned for the same inputs before (a later
+    run on the same holdout), so a stateless first step does not run on them again.
     """
 
-    def __init__(self, inputs: Any, truth: Sequence[str], labels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        inputs: Any,
+        truth: Sequence[str],
+        labels: Sequence[str],
+        featurised: Sequence[tuple[Any, Any]] = (),
+    ) -> None:
         self.inputs, self.truth, self.labels = inputs, truth, labels
-        self._first: list[tuple[Any, Any]] = []  # (stateless first step, its output)
+        self._first: list[tuple[Any, Any]] = list(featurised)  # (stateless first step, output)
         self._prepared: list[tuple[list[Any], Any]] = []  # (fitted head steps, their output)
         self._scored: list[tuple[Any, Scores]] = []
 
@@ -85,6 +96,15 @@ class Holdout:
             output = head[1:].transform(self._through_first(steps[0]))
         self._prepared.append((steps, output))
 
+    def featurised(self) -> list[tuple[Any, Any]]:
+        """The stateless first steps run on these inputs so far, each with its output."""
+        return list(self._first)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the inputs (texts, or the feature matrix), to know them again."""
+        return inputs_digest(self.inputs)
+
     def _through_first(self, first: Any) -> Any:
         done = next((out for step, out in self._first if _same_step(step, first)), None)
         if done is None:
@@ -95,6 +115,17 @@ class Holdout:
     def _final_scores(self, model: Any, transformed: Any) -> Scores:
         probabilities = aligned_probabilities(model, transformed, self.labels)
         return _scores(probabilities, self.truth, self.labels)
+
+
+def inputs_digest(inputs: Any) -> str:
+    """sha256 of model inputs: texts separated by a unit separator, or an array's bytes."""
+    hasher = hashlib.sha256()
+    if isinstance(inputs, np.ndarray):
+        hasher.update(f"{inputs.dtype.str}{inputs.shape}".encode())
+        hasher.update(np.ascontiguousarray(inputs).tobytes())
+    else:
+        hasher.update("\x1f".join(map(str, inputs)).encode("utf-8", "surrogatepass"))
+    return hasher.hexdigest()
 
 
 def _steps(model: Any) -> list[Any]:

@@ -5,8 +5,12 @@ worker-process versions of the fault scenarios are in test_worker_faults.py.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import pytest
 from flask.testing import FlaskClient
+from sklearn.feature_extraction.text import HashingVectorizer
 from sqlalchemy import select
 
 from feedback import artifacts
@@ -14,7 +18,16 @@ from feedback.config import Settings
 from feedback.db.engine import Database
 from feedback.db.models import ModelVersion, Project, RetrainRun
 from feedback.domain.errors import Forbidden, InvalidInput
-from feedback.services import lineage, models, projects, retrain, snapshots, training_config
+from feedback.domain.evaluation import evaluate
+from feedback.services import (
+    lineage,
+    models,
+    projects,
+    retrain,
+    snapshots,
+    training,
+    training_config,
+)
 from feedback.services.seed_files import Example
 from feedback.services.training_config import TrainingChange
 from tests.conftest import People, login, text_seed
@@ -268,3 +281,38 @@ def test_the_api_and_the_version_page_answer_what_changed(
     assert bad_since.status_code == 422
     assert "has no version 7" in bad_since.get_data(as_text=True)
     assert client.get("/projects/demo/versions/9").status_code == 404
+
+
+def test_a_run_on_the_same_holdout_reuses_its_hashing_and_scores_as_from_scratch(
+    db: Database, settings: Settings, project: str, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "_featurised", OrderedDict())  # nothing from other tests
+    hashed: list[int] = []
+    original = HashingVectorizer.transform
+
+    def counted(self: HashingVectorizer, texts: Any) -> Any:
+        hashed.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(HashingVectorizer, "transform", counted)
+    first = version_of(db, run_once(db, settings, people))
+    assert hashed.count(first.holdout_size) == 1  # the champion-less first run hashes it once
+    hashed.clear()
+    second = version_of(db, run_once(db, settings, people))
+    assert second.holdout_size == first.holdout_size
+    assert hashed.count(second.holdout_size) == 0  # candidate and champion: reused
+    model = artifacts.load(second.artifact_path, second.sha256)
+    with db.read() as session:
+        project_row = session.scalars(select(Project).where(Project.slug == project)).one()
+        labels = snapshots.read_labels(session, project_row)
+        snapshot = snapshots.read_inputs(session, project_row, labels)
+        classes = list(project_row.labels)
+    monkeypatch.setattr(HashingVectorizer, "transform", original)
+    fresh = evaluate(model, snapshot.holdout_inputs, snapshot.holdout_labels, classes)
+    assert second.metrics == pytest.approx(fresh.metrics, nan_ok=True)
+    assert second.per_class == pytest.approx(fresh.per_class)
+    monkeypatch.setattr(HashingVectorizer, "transform", counted)
+    data.add_decisions(db, project, data.fresh_texts(3, offset=3000), holdout=True)
+    third = version_of(db, run_once(db, settings, people))
+    assert third.holdout_size == second.holdout_size + 3
+    assert hashed.count(third.holdout_size) == 1  # new holdout: hashed once, for both models

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from feedback import artifacts
 from feedback.db.models import ModelVersion
 from feedback.domain import pipelines
-from feedback.domain.evaluation import Holdout, evaluate, evaluate_all
+from feedback.domain.evaluation import Holdout, evaluate, evaluate_all, inputs_digest
 from feedback.services import models, snapshots
 from feedback.services.training import fit_baseline
 
@@ -157,3 +157,22 @@ def test_a_holdout_prepared_for_a_head_without_a_stateless_step_scores_the_same(
         pipelines.build_pipeline("features-logreg", "features"), x, y, holdout.prepare
     )
     assert holdout.score(model) == evaluate(model, x[:20], y[:20], CLASSES)
+
+
+def test_a_holdout_given_an_earlier_featurisation_of_the_same_inputs_hashes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    champion = pipelines.build_pipeline("text-logreg", "text").fit(TEXTS[:20], LABELS[:20])
+    candidate = pipelines.build_pipeline("text-logreg", "text").fit(TEXTS, LABELS)
+    expected = evaluate(candidate, HOLDOUT, TRUTH, CLASSES)
+    earlier = Holdout(HOLDOUT, TRUTH, CLASSES)
+    earlier.score(champion)
+    calls = counting_transforms(monkeypatch)
+    later = Holdout(HOLDOUT, TRUTH, CLASSES, earlier.featurised())
+    assert later.score(candidate) == expected
+    assert later.digest == earlier.digest == inputs_digest(list(HOLDOUT))
+    assert calls == []
+    assert inputs_digest(HOLDOUT[:-1]) != earlier.digest
+    assert inputs_digest(["a b", "c"]) != inputs_digest(["a", "b c"])  # texts are separated
+    rows = np.arange(6.0).reshape(3, 2)
+    assert inputs_digest(rows) != inputs_digest(rows.reshape(2, 3))  # the shape counts
