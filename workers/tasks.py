@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
 from feedback.config import Settings
 from feedback.db.engine import Database, make_database
@@ -28,10 +28,13 @@ def database(app: Celery) -> Database:
     return _databases[pid]
 
 
-@worker_init.connect
+@celeryd_after_setup.connect
 def _before_fork(**_: Any) -> None:
-    """Freeze the worker's startup heap before the pool forks (see `freeze_startup_heap`)."""
-    freeze_startup_heap()
+    """Freeze the worker's startup heap before the pool forks (see `freeze_startup_heap`).
+
+    Sent once the worker is set up (logging included) and before its pool starts.
+    """
+    log.info("froze %d startup objects before forking the pool", freeze_startup_heap())
 
 
 @worker_process_init.connect

@@ -212,5 +212,6 @@ def test_beat_hands_a_requested_retrain_to_the_worker_without_waiting_for_a_tick
         )
         assert (run.status, run.error) == ("succeeded", None)
         assert "handed 1 outbox message(s) to the broker" in beat.output()
+        assert re.search(r"froze \d+ startup objects before forking the pool", worker.output())
         assert "Sending due task tick" not in beat.output()
         assert not re.search(r"Task workers\.tasks\.tick\[", worker.output())  # no tick ran
