@@ -56,7 +56,7 @@ class Sizes:
     queue: int
 
 
-FULL = Sizes(runs=5, celery_runs=7, texts=50_000, labels=100_000, queue=100_000)
+FULL = Sizes(runs=7, celery_runs=7, texts=50_000, labels=100_000, queue=100_000)
 SMOKE = Sizes(runs=2, celery_runs=1, texts=1_000, labels=5_000, queue=5_000)
 
 
@@ -396,6 +396,14 @@ def run(smoke: bool) -> dict[str, Any]:
         ],
         "runs": sizes.runs,
         "notes": {
+            f"incremental update / full refit at {sizes.labels:,} labels (fit stage)": (
+                "The update's fit stage is a fixed cost of about 3 ms whatever the number of "
+                "new labels: scikit-learn's own per-call work (StandardScaler.partial_fit about "
+                "0.9 ms and SGDClassifier.partial_fit about 1.1 ms on 1,000 rows, the copy of "
+                "the champion 0.2 ms, turning the stored feature lists into an array 0.35 ms), "
+                "against a full refit of under 0.3 s at 100,000 labels, so the ratio sits at "
+                "the goal and runs fall on both sides of it (see fit_ratio_min and _max)."
+            ),
             "Celery end-to-end retrain / in-process fit of the same pipeline": (
                 "The end-to-end time (request row written -> run ended, celery_run_s; the "
                 "wall time seen by the requester is celery_wall_s) also waits for beat to "
