@@ -16,6 +16,7 @@ from feedback.services import deferred, idempotency, models, outbox, retrain, we
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_KEEP_SECONDS = 86_400
+OUTBOX_KEEP_SECONDS = 7 * 86_400  # a week of handed-over messages, for looking into
 _databases: dict[int, Database] = {}
 
 
@@ -83,8 +84,11 @@ def register(app: Celery) -> None:
 
     @app.task(name="workers.tasks.housekeeping", ignore_result=True)
     def housekeeping() -> int:
-        """Forget answered Idempotency-Keys after a day (clients retry within minutes)."""
-        return idempotency.purge(database(app), IDEMPOTENCY_KEEP_SECONDS)
+        """Forget answered Idempotency-Keys after a day (clients retry within minutes) and
+        handed-over outbox messages after a week; return how many rows went."""
+        db = database(app)
+        keys = idempotency.purge(db, IDEMPOTENCY_KEEP_SECONDS)
+        return keys + outbox.purge(db, OUTBOX_KEEP_SECONDS)
 
     @app.task(name="workers.tasks.retrain", ignore_result=True, acks_late=True)
     def run_retrain(run_id: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from feedback.db.clock import utcnow
 from feedback.db.engine import Database
@@ -52,3 +52,20 @@ def mark_dispatched(db: Database, ids: list[int]) -> None:
             .where(OutboxMessage.id.in_(ids), OutboxMessage.dispatched_at.is_(None), still_due)
             .values(dispatched_at=utcnow())
         )
+
+
+def purge(db: Database, older_than_seconds: int) -> int:
+    """Delete messages handed over longer ago than the given age; return how many.
+
+    Each one's work is done or recorded elsewhere by then (a run, a version, a delivered
+    event). A webhook event whose delivery failed keeps its row with the last error; a
+    message waiting for its first or next attempt has no `dispatched_at` and stays.
+    """
+    with db.transaction() as session:
+        result = session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.dispatched_at < utcnow(-older_than_seconds),
+                OutboxMessage.last_error.is_(None),
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

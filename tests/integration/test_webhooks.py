@@ -9,11 +9,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from feedback.config import Settings
+from feedback.db.clock import utcnow
 from feedback.db.engine import Database
 from feedback.db.models import OutboxMessage
 from feedback.domain.errors import InvalidInput, NotFound
@@ -374,3 +376,23 @@ def test_an_event_put_back_for_a_later_attempt_is_not_marked_sent_by_a_late_rela
     waiting = outbox(db, "label_decided")
     assert (waiting.dispatched_at, waiting.attempts) == (None, 1)
     assert waiting.next_attempt_at is not None
+
+
+def test_handed_over_messages_are_purged_after_their_age_but_failures_and_waiting_ones_stay(
+    db: Database,
+) -> None:
+    day = 86_400
+    rows: dict[str, dict[str, Any]] = {
+        "old, done": {"dispatched_at": utcnow(-8 * day)},
+        "old, delivery failed": {"dispatched_at": utcnow(-8 * day), "last_error": "HTTP 500"},
+        "recent, done": {"dispatched_at": utcnow(-day)},
+        "never handed over": {},
+        "waiting for a retry": {"next_attempt_at": utcnow(day), "last_error": "timeout"},
+    }
+    with db.transaction() as session:
+        for name, values in rows.items():
+            session.add(OutboxMessage(kind="promoted", payload={"name": name}, **values))
+    assert outbox_service.purge(db, 7 * 86_400) == 1
+    with db.read() as session:
+        left = {m.payload["name"] for m in session.scalars(select(OutboxMessage))}
+    assert left == set(rows) - {"old, done"}
