@@ -118,13 +118,17 @@ class Holdout:
 
 
 def inputs_digest(inputs: Any) -> str:
-    """sha256 of model inputs: texts separated by a unit separator, or an array's bytes."""
+    """sha256 of model inputs: each text prefixed by its length (so no two lists of texts
+    share a digest), or an array's type, shape and bytes."""
     hasher = hashlib.sha256()
     if isinstance(inputs, np.ndarray):
         hasher.update(f"{inputs.dtype.str}{inputs.shape}".encode())
         hasher.update(np.ascontiguousarray(inputs).tobytes())
-    else:
-        hasher.update("\x1f".join(map(str, inputs)).encode("utf-8", "surrogatepass"))
+        return hasher.hexdigest()
+    for text in inputs:
+        data = str(text).encode("utf-8", "surrogatepass")
+        hasher.update(b"%d:" % len(data))
+        hasher.update(data)
     return hasher.hexdigest()
 
 

@@ -174,5 +174,6 @@ def test_a_holdout_given_an_earlier_featurisation_of_the_same_inputs_hashes_noth
     assert calls == []
     assert inputs_digest(HOLDOUT[:-1]) != earlier.digest
     assert inputs_digest(["a b", "c"]) != inputs_digest(["a", "b c"])  # texts are separated
+    assert inputs_digest(["a\x1fb"]) != inputs_digest(["a", "b"])  # whatever they contain
     rows = np.arange(6.0).reshape(3, 2)
     assert inputs_digest(rows) != inputs_digest(rows.reshape(2, 3))  # the shape counts
