@@ -110,7 +110,7 @@ def register(app: Celery) -> None:
 def _register_webhook(app: Celery, kind: str) -> None:
     """Define the task that delivers one kind of webhook event (one attempt per message).
 
-    A failed attempt puts the event back into the outbox with its `next_attempt_at`; the tick
+    A failed attempt puts the event back into the outbox with its `next_attempt_at`; beat
     sends it again once that time has come, so no broker holds long countdowns.
     """
     name = KINDS[kind]

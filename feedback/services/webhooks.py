@@ -114,7 +114,7 @@ def deliver(
     error = post(attempt.url, attempt.headers, attempt.body, settings.allow_private_webhooks)
     retry_in = None if error is None or attempt.number >= MAX_ATTEMPTS else backoff(attempt.number)
     values: dict[str, Any] = {"last_error": error}
-    if retry_in is not None:  # back in the outbox: the beat's tick sends it again once due
+    if retry_in is not None:  # back in the outbox: beat sends it again once due
         values.update(dispatched_at=None, next_attempt_at=utcnow(retry_in))
     with db.transaction() as session:
         session.execute(
