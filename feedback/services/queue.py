@@ -213,7 +213,19 @@ def decide(session: Session, item: Item, label: str, source: str) -> None:
     """Mark the item decided with this label and tell the model service (via the outbox)."""
     item.status = "decided"
     session.add(Decision(item_id=item.id, project_id=item.project_id, label=label, source=source))
-    session.add(OutboxMessage(kind="label_decided", payload={"item_id": item.id, "label": label}))
+    announce_label(session, item, label)
+
+
+def announce_label(session: Session, item: Item, label: str) -> None:
+    """Queue a `label_decided` event for the project's webhook, if it has one.
+
+    Without a webhook there is nobody to tell: no event row, no task. Decisions made before a
+    webhook was set are read from the labels export, not replayed.
+    """
+    project = session.get_one(Project, item.project_id)  # already loaded by every caller
+    if project.webhook_url:
+        payload = {"item_id": item.id, "label": label}
+        session.add(OutboxMessage(kind="label_decided", payload=payload))
 
 
 def release(db: Database, principal: Principal, item_id: int, fence: int) -> None:

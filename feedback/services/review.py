@@ -15,7 +15,6 @@ from feedback.db.models import (
     Decision,
     Item,
     Lease,
-    OutboxMessage,
     Project,
     User,
     Vote,
@@ -24,7 +23,7 @@ from feedback.db.models import (
 from feedback.domain.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from feedback.services import audit_trail
 from feedback.services.projects import visible_project
-from feedback.services.queue import decide
+from feedback.services.queue import announce_label, decide
 from feedback.services.users import Principal
 
 REVIEW_ROLES = ("admin", "reviewer")
@@ -178,9 +177,7 @@ def correct_decision(
         previous = decision.label
         decision.previous_label, decision.label = previous, label
         decision.corrected_by, decision.corrected_at = user_id, naive_utcnow()
-        session.add(
-            OutboxMessage(kind="label_decided", payload={"item_id": item.id, "label": label})
-        )
+        announce_label(session, item, label)
         audit_trail.record(
             session,
             user_id,

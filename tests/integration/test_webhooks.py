@@ -19,7 +19,7 @@ from feedback.db.clock import utcnow
 from feedback.db.engine import Database
 from feedback.db.models import OutboxMessage
 from feedback.domain.errors import InvalidInput, NotFound
-from feedback.services import ingest, queue, retrain, users, webhooks
+from feedback.services import ingest, queue, retrain, review, users, webhooks
 from feedback.services import outbox as outbox_service
 from feedback.services.webhook_http import is_public
 from tests.conftest import REDIS_URL, People, need_service
@@ -240,12 +240,16 @@ def test_which_addresses_count_as_public(address: str, public: bool) -> None:
     assert is_public(address) is public
 
 
-def test_no_webhook_means_nothing_is_sent(
-    db: Database, project: str, people: People, allowed: Settings
+def test_an_event_whose_webhook_was_removed_meanwhile_is_not_sent(
+    db: Database, project: str, people: People, allowed: Settings, receiver: Receiver
 ) -> None:
-    result = webhooks.deliver(db, allowed, "label_decided", {"item_id": decide(db, people)})
-    assert result.outcome == "skipped"
+    webhooks.set_webhook(db, project, receiver.url)
+    item_id = decide(db, people)  # the event is queued while the webhook is set...
+    webhooks.set_webhook(db, project, None)  # ...and the webhook goes before it is sent
+    result = webhooks.deliver(db, allowed, "label_decided", {"item_id": item_id})
+    assert (result.outcome, result.error) == ("skipped", "the project has no webhook")
     assert outbox(db, "label_decided").attempts == 0
+    assert receiver.requests == []
 
 
 def test_setting_a_webhook_checks_the_url(db: Database, project: str) -> None:
@@ -396,3 +400,13 @@ def test_handed_over_messages_are_purged_after_their_age_but_failures_and_waitin
     with db.read() as session:
         left = {m.payload["name"] for m in session.scalars(select(OutboxMessage))}
     assert left == set(rows) - {"old, done"}
+
+
+def test_without_a_webhook_a_decision_or_correction_queues_no_event(
+    db: Database, project: str, people: People
+) -> None:
+    item_id = decide(db, people)
+    assert review.correct_decision(db, people.admin, project, item_id, "neg")
+    with db.read() as session:
+        kinds = list(session.scalars(select(OutboxMessage.kind)))
+    assert "label_decided" not in kinds
