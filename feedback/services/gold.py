@@ -18,7 +18,7 @@ from feedback.domain.errors import FieldError, InvalidInput, NotFound
 from feedback.services import audit_trail
 from feedback.services.admin import require_admin
 from feedback.services.projects import visible_project
-from feedback.services.queue import decide
+from feedback.services.queue import announce_label, decide
 from feedback.services.users import Principal
 
 ALPHA_ITEMS = 2000  # agreement across labelers is estimated on the latest items with 2+ votes
@@ -58,6 +58,7 @@ def _label_as_gold(session: Session, item: Item, label: str, actor: int) -> None
     elif decision.label != label:
         decision.previous_label, decision.label = decision.label, label
         decision.corrected_by, decision.corrected_at = actor, naive_utcnow()
+        announce_label(session, item, label)  # a correction, as a reviewer's would be
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from feedback.db.clock import utcnow
 from feedback.db.engine import Database
 from feedback.db.models import OutboxMessage
 from feedback.domain.errors import InvalidInput, NotFound
-from feedback.services import ingest, queue, retrain, review, users, webhooks
+from feedback.services import gold, ingest, queue, retrain, review, users, webhooks
 from feedback.services import outbox as outbox_service
 from feedback.services.webhook_http import is_public
 from tests.conftest import REDIS_URL, People, need_service
@@ -410,3 +410,18 @@ def test_without_a_webhook_a_decision_or_correction_queues_no_event(
     with db.read() as session:
         kinds = list(session.scalars(select(OutboxMessage.kind)))
     assert "label_decided" not in kinds
+
+
+def test_a_gold_answer_that_corrects_a_decision_is_an_event_like_a_reviewers_correction(
+    db: Database, project: str, people: People
+) -> None:
+    webhooks.set_webhook(db, project, "https://example.com/hook")
+    item_id = decide(db, people, label="pos")
+    gold.set_gold(db, people.admin, project, item_id, "neg")
+    with db.read() as session:
+        events = session.scalars(
+            select(OutboxMessage.payload)
+            .where(OutboxMessage.kind == "label_decided")
+            .order_by(OutboxMessage.id)
+        ).all()
+    assert events == [{"item_id": item_id, "label": "pos"}, {"item_id": item_id, "label": "neg"}]
