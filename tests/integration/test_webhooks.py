@@ -159,7 +159,7 @@ def test_a_failed_event_waits_in_the_outbox_until_its_next_attempt_is_due(
     receiver.answers = [(500, {})]
     item_id = decide(db, people)
     message = outbox(db, "label_decided")
-    outbox_service.mark_dispatched(db, [message.id])  # the tick handed it to a worker
+    outbox_service.mark_dispatched(db, [message.id])  # beat handed it to a worker
     monkeypatch.setattr(webhooks, "BASE_DELAY_SECONDS", 1.0)
     failed = webhooks.deliver(db, allowed, "label_decided", outbox_id=message.id)
     assert failed.outcome == "retry"
